@@ -1,7 +1,24 @@
 """snakevi: scVI-family models trained in plain PyTorch, run as a Snakemake workflow.
 
-Importing the package is cheap: submodules (``snakevi.model``, ``snakevi.data``, ...) are
-imported on first use, so ``snakevi --help`` and the step scripts start fast.
+Importing the package is cheap: the subpackages (``snakevi.data``, ``snakevi.module``,
+``snakevi.train``, ``snakevi.model``) load on first attribute access, so ``snakevi --help``
+and the workflow's step scripts start fast.
 """
 
+from __future__ import annotations
+
+import importlib
+
 __version__ = "0.1.0"
+
+_SUBPACKAGES = ("data", "module", "train", "model")
+
+
+def __getattr__(name: str):
+    if name in _SUBPACKAGES:
+        return importlib.import_module(f"snakevi.{name}")
+    raise AttributeError(f"module 'snakevi' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_SUBPACKAGES])

@@ -1,0 +1,371 @@
+"""``BaseModelClass``: the user API that ties registered data to a module and a trainer.
+
+A model owns three things, passed explicitly: the registry (how data maps to tensors), the
+module (the network) and its training history. There is no class-level store: the registry
+travels on the AnnData (``adata.uns``) or inside a :class:`~snakevi.data.CellData`.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from snakevi import __version__
+from snakevi.model import bundle
+
+if TYPE_CHECKING:  # pragma: no cover - imports for type checkers only
+    import torch
+    from anndata import AnnData
+
+    from snakevi.data import CellData
+
+
+class BaseModelClass:
+    """Base for models: registry + module + history, with ``train``, ``save`` and ``load``.
+
+    Subclasses set ``_module_cls`` and implement :meth:`_module_kwargs` (how registry
+    summaries and user parameters become module constructor arguments).
+
+    Parameters
+    ----------
+    adata
+        A registered AnnData (see ``setup_anndata``) or a :class:`~snakevi.data.CellData`.
+    seed
+        Seeds the module's weight initialisation and is the default seed of :meth:`train`
+        (data split, shuffling, dropout). Same seed, same data, same parameters: same model.
+    **model_kwargs
+        Passed to the module (see the subclass).
+    """
+
+    _module_cls: type | None = None
+
+    def __init__(self, adata: AnnData | CellData, *, seed: int | None = 0, **model_kwargs: Any) -> None:
+        from snakevi.data import CellData, get_registry
+
+        if isinstance(adata, CellData):
+            self.adata, self._data, self.registry = None, adata, adata.registry
+        else:
+            self.adata, self._data, self.registry = adata, None, get_registry(adata)
+        self._check_model_name(self.registry)
+        self.seed = seed
+        self.init_params = {"seed": seed, **model_kwargs}
+        self.module = self._build_module(seed, model_kwargs)
+        self.is_trained = False
+        self.history = pd.DataFrame()
+        self.train_indices = self.validation_indices = self.test_indices = None
+        self.stop_reason: str | None = None
+
+    # ---- construction -------------------------------------------------------------------
+    def _module_kwargs(self, model_kwargs: dict) -> dict:
+        raise NotImplementedError
+
+    def _build_module(self, seed: int | None, model_kwargs: dict):
+        import torch
+
+        kwargs = self._module_kwargs(model_kwargs)
+        # Seed only the initialisation, inside a forked RNG, so building a model never
+        # changes the caller's global random state.
+        with torch.random.fork_rng(devices=[]):
+            if seed is not None:
+                torch.manual_seed(seed)
+            return self._module_cls(**kwargs)
+
+    @classmethod
+    def _check_model_name(cls, registry: dict) -> None:
+        name = registry.get("model_name")
+        if name is not None and name != cls.__name__ and name not in getattr(cls, "_compatible_registries", ()):
+            raise ValueError(
+                f"The data was registered with {name}.setup_anndata, not {cls.__name__}.setup_anndata; "
+                f"call {cls.__name__}.setup_anndata(adata, ...) first."
+            )
+
+    # ---- data ----------------------------------------------------------------------------
+    @property
+    def data(self) -> CellData:
+        """Training data as a :class:`~snakevi.data.CellData` (built once, on first use)."""
+        if self._data is None:
+            from snakevi.data import CellData
+
+            self._data = CellData.from_anndata(self.adata, self.registry)
+        return self._data
+
+    def _resolve_data(self, adata: AnnData | CellData | None) -> CellData:
+        """The data for an inference call: the model's own, or new data checked against the registry."""
+        from snakevi.data import CellData, transfer_setup
+
+        if adata is None or adata is self.adata:
+            return self.data
+        if isinstance(adata, CellData):
+            return adata
+        registry = transfer_setup(adata, self.registry)
+        return CellData.from_anndata(adata, registry)
+
+    @property
+    def device(self) -> torch.device:
+        """Device the module lives on."""
+        return self.module.device
+
+    @property
+    def summary(self) -> dict:
+        """The registry summary (n_obs, n_vars, n_batch, n_labels, covariate counts)."""
+        return self.registry["summary"]
+
+    # ---- training ------------------------------------------------------------------------
+    def train(
+        self,
+        max_epochs: int | None = None,
+        *,
+        accelerator: str = "auto",
+        devices: int | str | Sequence[int] = "auto",
+        train_size: float | None = None,
+        validation_size: float | None = None,
+        shuffle_set_split: bool = True,
+        batch_size: int = 128,
+        early_stopping: bool = False,
+        early_stopping_monitor: str = "elbo_validation",
+        early_stopping_patience: int = 45,
+        early_stopping_min_delta: float = 0.0,
+        early_stopping_warmup_epochs: int = 0,
+        early_stopping_mode: str = "min",
+        check_val_every_n_epoch: int | None = None,
+        gradient_clip_val: float | None = None,
+        learning_rate_monitor: bool = False,
+        seed: int | None = None,
+        plan_kwargs: dict | None = None,
+        callbacks: list | None = None,
+        enable_progress_bar: bool = True,
+        ckpt_path: str | os.PathLike | None = None,
+    ) -> BaseModelClass:
+        """Train the model.
+
+        Parameters
+        ----------
+        max_epochs
+            Passes through the data. ``None`` uses scvi-tools' heuristic
+            ``max(1, min(round(20000 / n_obs * 400), 400))``.
+        accelerator, devices
+            ``"auto"`` picks CUDA, then MPS, then CPU; one device at a time.
+        train_size, validation_size
+            Fractions of cells; ``None`` means 0.9 for training and the rest for validation.
+        shuffle_set_split
+            Randomly assign cells to the sets (seeded); otherwise split in order.
+        batch_size
+            Cells per minibatch.
+        early_stopping, early_stopping_*
+            Stop when ``early_stopping_monitor`` has not improved by ``min_delta`` for
+            ``patience`` validation checks, ignoring the first ``warmup_epochs``.
+        check_val_every_n_epoch
+            ``None`` runs validation only when a callback, early stopping or the LR scheduler
+            needs it (then every epoch).
+        gradient_clip_val
+            Clip the gradient norm to this value.
+        learning_rate_monitor
+            Log ``lr-<Optimizer>`` every epoch (on automatically with ``reduce_lr_on_plateau``).
+        seed
+            Seed for the split, shuffling and dropout; defaults to the model's ``seed``.
+        plan_kwargs
+            Passed to :class:`~snakevi.train.TrainingPlan` (``lr``, ``weight_decay``,
+            ``n_epochs_kl_warmup``, ``reduce_lr_on_plateau``, ...).
+        callbacks
+            Extra callback objects (see :mod:`snakevi.train.callbacks`).
+        enable_progress_bar
+            Show one tqdm bar with the per-epoch training loss.
+        ckpt_path
+            Resume from this checkpoint (written by ``ModelCheckpoint``); training continues
+            exactly where it stopped.
+
+        Returns
+        -------
+        The model itself, so calls can be chained.
+        """
+        from snakevi.data import DataSplitter
+        from snakevi.train import EarlyStopping, LearningRateMonitor, Trainer, TrainingPlan, get_max_epochs_heuristic
+
+        seed = self.seed if seed is None else seed
+        data = self.data
+        if max_epochs is None:
+            max_epochs = get_max_epochs_heuristic(len(data))
+        splitter = DataSplitter(
+            data,
+            train_size=train_size,
+            validation_size=validation_size,
+            batch_size=batch_size,
+            shuffle_set_split=shuffle_set_split,
+            seed=seed,
+        )
+        plan_kwargs = dict(plan_kwargs or {})
+        plan = TrainingPlan(self.module, **plan_kwargs)
+        plan.n_obs_training = len(splitter.train_idx)
+        plan.n_obs_validation = len(splitter.val_idx)
+
+        all_callbacks = list(callbacks or [])
+        if early_stopping:
+            if len(splitter.val_idx) == 0 and early_stopping_monitor.endswith("_validation"):
+                raise ValueError(
+                    f"early_stopping monitors {early_stopping_monitor!r} but the validation set is empty "
+                    f"(train_size={train_size}, validation_size={validation_size}); leave validation cells "
+                    "(e.g. train_size=0.9) or turn early stopping off."
+                )
+            all_callbacks.append(
+                EarlyStopping(
+                    monitor=early_stopping_monitor,
+                    patience=early_stopping_patience,
+                    min_delta=early_stopping_min_delta,
+                    warmup_epochs=early_stopping_warmup_epochs,
+                    mode=early_stopping_mode,
+                )
+            )
+        if learning_rate_monitor or plan_kwargs.get("reduce_lr_on_plateau", False):
+            all_callbacks.append(LearningRateMonitor())
+
+        trainer = Trainer(
+            max_epochs=max_epochs,
+            accelerator=accelerator,
+            devices=devices,
+            check_val_every_n_epoch=check_val_every_n_epoch,
+            gradient_clip_val=gradient_clip_val,
+            callbacks=all_callbacks,
+            enable_progress_bar=enable_progress_bar,
+            seed=seed,
+        )
+        val_loader = splitter.val_dataloader() if len(splitter.val_idx) > 0 else None
+        self.module.train()
+        try:
+            trainer.fit(plan, splitter.train_dataloader(), val_loader, ckpt_path=ckpt_path)
+        finally:
+            self.module.eval()
+        self.trainer = trainer
+        self.stop_reason = trainer.stop_reason
+        self.train_indices = np.asarray(splitter.train_idx)
+        self.validation_indices = np.asarray(splitter.val_idx)
+        self.test_indices = np.asarray(splitter.test_idx)
+        self.history = _history_frame(trainer.history)
+        self.is_trained = True
+        return self
+
+    # ---- persistence ---------------------------------------------------------------------
+    def save(self, dir_path: str | os.PathLike, *, overwrite: bool = False) -> None:
+        """Save the model as a directory readable by :meth:`load`.
+
+        Writes ``model.pt`` (the module's ``state_dict``, tensors only) and ``model.json``
+        (model class, constructor parameters, registry with var_names and category mappings,
+        history, split indices, snakevi version). The write is atomic.
+        """
+        meta = {
+            "model_name": type(self).__name__,
+            "snakevi_version": __version__,
+            "init_params": self.init_params,
+            "registry": self.registry,
+            "is_trained": self.is_trained,
+            "history": _history_records(self.history),
+            "split": {
+                "train": _index_list(self.train_indices),
+                "validation": _index_list(self.validation_indices),
+                "test": _index_list(self.test_indices),
+            },
+        }
+        bundle.write_bundle(dir_path, self.module.state_dict(), meta, overwrite=overwrite)
+
+    @classmethod
+    def load(
+        cls,
+        dir_path: str | os.PathLike,
+        adata: AnnData | CellData,
+        *,
+        accelerator: str = "cpu",
+    ) -> BaseModelClass:
+        """Load a model saved with :meth:`save` for the data ``adata``.
+
+        ``adata`` must have the model's genes in the same order and only categories the
+        model knows (batch, labels, categorical covariates); otherwise a ``ValueError`` says
+        which genes or categories differ. It need not have been registered: the saved setup
+        is applied to it.
+        """
+        from snakevi.data import CellData, transfer_setup
+        from snakevi.train.device import resolve_device
+
+        state_dict, meta = bundle.read_bundle(dir_path)
+        if meta.get("model_name") != cls.__name__:
+            raise bundle.ModelFileError(
+                f"{dir_path} holds a {meta.get('model_name')} model; load it with "
+                f"snakevi.model.{meta.get('model_name')}.load, not {cls.__name__}.load."
+            )
+        registry = meta["registry"]
+        if isinstance(adata, CellData):
+            transfer_registry = adata.registry
+            _check_same_setup(registry, transfer_registry, dir_path)
+            data_arg = adata
+        else:
+            transfer_setup(adata, registry)
+            data_arg = adata
+        params = dict(meta["init_params"])
+        seed = params.pop("seed", 0)
+        model = cls(data_arg, seed=seed, **params)
+        try:
+            model.module.load_state_dict(state_dict, strict=True)
+        except RuntimeError as err:
+            raise bundle.ModelFileError(
+                f"The weights in {dir_path} do not fit a {cls.__name__} built from its saved parameters: {err}"
+            ) from err
+        model.module.to(resolve_device(accelerator))
+        model.module.eval()
+        model.is_trained = bool(meta.get("is_trained", False))
+        model.history = _history_frame(meta.get("history", []))
+        split = meta.get("split", {})
+        model.train_indices = _index_array(split.get("train"))
+        model.validation_indices = _index_array(split.get("validation"))
+        model.test_indices = _index_array(split.get("test"))
+        return model
+
+    def __repr__(self) -> str:
+        s = self.summary
+        state = "trained" if self.is_trained else "untrained"
+        return (
+            f"{type(self).__name__}({state}; n_obs={s['n_obs']}, n_vars={s['n_vars']}, "
+            f"n_batch={s['n_batch']}, n_labels={s['n_labels']}; params={self.init_params})"
+        )
+
+
+def _check_same_setup(saved: dict, given: dict, where) -> None:
+    """Refuse CellData whose genes or categories differ from the saved registry."""
+    for field in ("X",):
+        a, b = saved["fields"][field]["column_names"], given["fields"][field]["column_names"]
+        if list(a) != list(b):
+            raise ValueError(f"The data's genes differ from those of the model in {where}; use the same var_names in the same order.")
+    for field in ("batch", "labels"):
+        a = saved["fields"][field]["categorical_mapping"]
+        b = given["fields"][field]["categorical_mapping"]
+        if list(b) != list(a):
+            raise ValueError(
+                f"The data's {field} categories {list(b)[:5]} differ from the model's {list(a)[:5]} ({where})."
+            )
+
+
+def _history_frame(rows: list[dict]) -> pd.DataFrame:
+    """Per-epoch history rows -> DataFrame indexed by epoch, one column per metric."""
+    if not rows:
+        return pd.DataFrame()
+    frame = pd.DataFrame.from_records(copy.deepcopy(list(rows)))
+    if "epoch" in frame.columns:
+        frame = frame.set_index("epoch")
+    return frame
+
+
+def _history_records(frame: pd.DataFrame) -> list[dict]:
+    if frame is None or frame.empty:
+        return []
+    out = frame.reset_index().to_dict(orient="records")
+    # JSON has no NaN: a metric missing in an epoch (no validation that epoch) becomes null.
+    return [{k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in row.items()} for row in out]
+
+
+def _index_list(indices) -> list[int] | None:
+    return None if indices is None else [int(i) for i in np.asarray(indices)]
+
+
+def _index_array(values) -> np.ndarray | None:
+    return None if values is None else np.asarray(values, dtype=np.int64)
