@@ -1,0 +1,318 @@
+"""The registry: a plain JSON document that says how an AnnData maps to minibatch tensors.
+
+``setup_anndata`` validates the AnnData and writes the registry into
+``adata.uns["_snakevi_registry"]`` as a JSON string (so it survives ``write_h5ad``); nothing is
+kept anywhere else, and ``adata.obs`` is left untouched. Layout (format version 1)::
+
+    {"format_version": 1, "snakevi_version": "0.1.0", "model_name": "SCVI",
+     "setup_method_name": "setup_anndata",
+     "setup_args": {"layer": None, "batch_key": "batch", "labels_key": None, ...},
+     "fields": {
+        "X": {"attr_name": "X" | "layers", "attr_key": None | layer, "n_obs", "n_vars",
+              "column_names": [var_names]},
+        "batch":  {"original_key": "batch" | None, "categorical_mapping": [categories]},
+        "labels": {"original_key": ..., "categorical_mapping": [...]},
+        "size_factor": {"original_key": key | None},
+        "extra_categorical_covs": {"field_keys": [...], "mappings": {key: [...]},
+                                   "n_cats_per_key": [...]},
+        "extra_continuous_covs": {"columns": [...]}},
+     "summary": {"n_obs", "n_vars", "n_batch", "n_labels", "n_cats_per_cov",
+                 "n_extra_continuous_covs", "has_size_factor"},
+     "validation": {"storage_format", "dtype", "total_counts", "n_cells_zero_counts",
+                    "n_genes_zero_counts", "max_count", "fraction_nonzero"}}
+
+Without a batch (labels) key every cell gets code 0 and the mapping is ``[0]``, as in
+scvi-tools.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from snakevi._constants import ADATA_UNS_REGISTRY_KEY, REGISTRY_FORMAT_VERSION, REGISTRY_KEYS
+from snakevi.data import validation as v
+from snakevi.data.counts import scan_counts
+from snakevi.data.validation import RegistrationError, examples
+
+
+def setup_anndata(
+    adata,
+    *,
+    layer: str | None = None,
+    batch_key: str | None = None,
+    labels_key: str | None = None,
+    size_factor_key: str | None = None,
+    categorical_covariate_keys: list[str] | None = None,
+    continuous_covariate_keys: list[str] | None = None,
+    model_name: str = "SCVI",
+) -> dict:
+    """Validate ``adata`` and register how it maps to tensors.
+
+    Parameters
+    ----------
+    adata
+        AnnData with raw counts in ``X`` or in ``layers[layer]``.
+    layer
+        Layer holding the counts; ``None`` uses ``adata.X``.
+    batch_key, labels_key
+        ``obs`` columns with the batch and the cell label; categories keep pandas' order.
+    size_factor_key
+        ``obs`` column of positive per-cell size factors (used instead of the observed library).
+    categorical_covariate_keys, continuous_covariate_keys
+        Extra ``obs`` columns fed to the model as covariates.
+    model_name
+        Name of the model class the data is set up for (checked by the model).
+
+    Returns
+    -------
+    dict
+        The registry (JSON-serialisable), also stored in ``adata.uns["_snakevi_registry"]``.
+
+    Raises
+    ------
+    RegistrationError
+        When the data cannot be modelled as it is: counts that are not finite non-negative
+        integers, a missing key or layer, missing values in a categorical column, non-positive
+        size factors, duplicated names, an empty AnnData, or cells with zero total counts.
+        scvi-tools only warns on non-integer data and on empty cells; snakevi refuses both,
+        because a zero-count cell has log library size -inf and turns the loss into NaN.
+
+    Examples
+    --------
+    >>> from snakevi.data import setup_anndata, simulate
+    >>> adata = simulate(n_cells=200, n_genes=50)
+    >>> reg = setup_anndata(adata, batch_key="batch", labels_key="label")
+    >>> reg["summary"]["n_batch"]
+    2
+    """
+    setup_args = {
+        "layer": layer,
+        "batch_key": batch_key,
+        "labels_key": labels_key,
+        "size_factor_key": size_factor_key,
+        "categorical_covariate_keys": _as_list_or_none(categorical_covariate_keys, "categorical_covariate_keys"),
+        "continuous_covariate_keys": _as_list_or_none(continuous_covariate_keys, "continuous_covariate_keys"),
+    }
+    registry = _build_registry(adata, setup_args, model_name)
+    adata.uns[ADATA_UNS_REGISTRY_KEY] = json.dumps(registry, allow_nan=False)
+    return registry
+
+
+def transfer_setup(adata, registry: dict, *, extend_categories: bool = False) -> dict:
+    """Register new data with the setup (and category mappings) of an existing registry.
+
+    Used when a trained model meets new data (``model.load``, queries on other cells): the
+    genes must be the registry's, in the same order, and every batch, label and categorical
+    covariate value must be one the registry knows (codes keep their meaning).
+
+    Parameters
+    ----------
+    adata
+        The new AnnData; it is validated like in :func:`setup_anndata`.
+    registry
+        The registry of the data the model was set up on.
+    extend_categories
+        Append unseen categories to the mappings (after the known ones) instead of refusing them.
+
+    Returns
+    -------
+    dict
+        The new registry, also stored in ``adata.uns["_snakevi_registry"]``.
+    """
+    check_registry_format(registry, "the given registry")
+    check_same_genes(adata, registry["fields"][REGISTRY_KEYS.X_KEY]["column_names"])
+    new = _build_registry(
+        adata,
+        dict(registry["setup_args"]),
+        registry["model_name"],
+        source=registry,
+        extend_categories=extend_categories,
+    )
+    adata.uns[ADATA_UNS_REGISTRY_KEY] = json.dumps(new, allow_nan=False)
+    return new
+
+
+def get_registry(adata) -> dict:
+    """The registry stored on ``adata`` by :func:`setup_anndata` (or :func:`transfer_setup`)."""
+    raw = adata.uns.get(ADATA_UNS_REGISTRY_KEY)
+    if raw is None:
+        raise RegistrationError(
+            f"This AnnData has not been registered (no adata.uns[{ADATA_UNS_REGISTRY_KEY!r}]). "
+            "Call setup_anndata first, e.g. SCVI.setup_anndata(adata, batch_key='batch') or "
+            "snakevi.data.setup_anndata(adata, ...)."
+        )
+    registry = json.loads(raw) if isinstance(raw, (str, bytes)) else dict(raw)
+    check_registry_format(registry, f"adata.uns[{ADATA_UNS_REGISTRY_KEY!r}]")
+    return registry
+
+
+def registry_to_json(registry: dict, path: str | os.PathLike) -> None:
+    """Write ``registry`` to ``path`` atomically (temp file in the same folder, then rename)."""
+    check_registry_format(registry, "the registry to write")
+    path = Path(path)
+    text = json.dumps(registry, indent=1, allow_nan=False)
+    # A rename within one folder is atomic: readers (and a killed job) see the old file or the
+    # whole new one, never half a JSON document.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def registry_from_json(path: str | os.PathLike) -> dict:
+    """Read a registry written by :func:`registry_to_json`, checking its format version."""
+    with open(path, encoding="utf-8") as fh:
+        try:
+            registry = json.load(fh)
+        except json.JSONDecodeError as err:
+            raise RegistrationError(f"{path} is not a JSON registry ({err}).") from err
+    check_registry_format(registry, str(path))
+    return registry
+
+
+def check_registry_format(registry, source: str) -> None:
+    """Refuse a registry written in another format version (``source`` names where it came from)."""
+    from snakevi import __version__
+
+    if not isinstance(registry, dict) or "fields" not in registry:
+        raise RegistrationError(f"{source} is not a snakevi registry (expected a dict with 'fields').")
+    version = registry.get("format_version")
+    if version != REGISTRY_FORMAT_VERSION:
+        raise RegistrationError(
+            f"{source} has registry format_version {version!r} (written by snakevi "
+            f"{registry.get('snakevi_version', 'unknown')}); this snakevi ({__version__}) reads format "
+            f"{REGISTRY_FORMAT_VERSION}. Register the data again with setup_anndata."
+        )
+
+
+# ---- building ----------------------------------------------------------------------------
+def _as_list_or_none(keys, role: str) -> list[str] | None:
+    return None if keys is None else v.check_key_list(keys, role)
+
+
+def _build_registry(adata, setup_args: dict, model_name: str, source: dict | None = None,
+                    extend_categories: bool = False) -> dict:
+    """Validate ``adata`` against ``setup_args`` and return its registry (see module docstring)."""
+    from snakevi import __version__
+
+    v.check_not_empty(adata)
+    v.check_unique_names(adata)
+    K = REGISTRY_KEYS
+    src = (source or {}).get("fields", {})
+
+    def mapping(key, role, field, cov_key=None):
+        if key is None:
+            return [0]
+        # Small categories matter when training; new data for a trained model is often small.
+        cats = v.categorical_mapping(adata, key, role, warn_small=source is None)
+        if source is None:
+            return cats
+        known = src[field]["categorical_mapping"] if cov_key is None else src[field]["mappings"][cov_key]
+        return _transfer_mapping(adata, key, role, list(known), cats, extend_categories)
+
+    batch_key, labels_key = setup_args["batch_key"], setup_args["labels_key"]
+    batch_map = mapping(batch_key, "batch_key", K.BATCH_KEY)
+    labels_map = mapping(labels_key, "labels_key", K.LABELS_KEY)
+    sf_key = setup_args["size_factor_key"]
+    if sf_key is not None:
+        v.numeric_column(adata, sf_key, "size_factor_key", positive=True)
+    cat_keys = setup_args["categorical_covariate_keys"] or []
+    cat_maps = {k: mapping(k, "categorical_covariate_keys", K.CAT_COVS_KEY, cov_key=k) for k in cat_keys}
+    cont_keys = setup_args["continuous_covariate_keys"] or []
+    for key in cont_keys:
+        v.numeric_column(adata, key, "continuous_covariate_keys")
+    # The count scan is the expensive check, so it runs after the cheap ones.
+    layer = setup_args["layer"]
+    validation, _ = scan_counts(adata, layer)
+
+    n_obs, n_vars = int(adata.n_obs), int(adata.n_vars)
+    fields = {
+        K.X_KEY: {
+            "attr_name": "X" if layer is None else "layers",
+            "attr_key": layer,
+            "n_obs": n_obs,
+            "n_vars": n_vars,
+            "column_names": [str(g) for g in adata.var_names],
+        },
+        K.BATCH_KEY: {"original_key": batch_key, "categorical_mapping": batch_map},
+        K.LABELS_KEY: {"original_key": labels_key, "categorical_mapping": labels_map},
+        K.SIZE_FACTOR_KEY: {"original_key": sf_key},
+        K.CAT_COVS_KEY: {
+            "field_keys": list(cat_keys),
+            "mappings": cat_maps,
+            "n_cats_per_key": [len(cat_maps[k]) for k in cat_keys],
+        },
+        K.CONT_COVS_KEY: {"columns": list(cont_keys)},
+    }
+    summary = {
+        "n_obs": n_obs,
+        "n_vars": n_vars,
+        "n_batch": len(batch_map),
+        "n_labels": len(labels_map),
+        "n_cats_per_cov": [len(cat_maps[k]) for k in cat_keys],
+        "n_extra_continuous_covs": len(cont_keys),
+        "has_size_factor": sf_key is not None,
+    }
+    return {
+        "format_version": REGISTRY_FORMAT_VERSION,
+        "snakevi_version": __version__,
+        "model_name": model_name,
+        "setup_method_name": "setup_anndata",
+        "setup_args": setup_args,
+        "fields": fields,
+        "summary": summary,
+        "validation": validation,
+    }
+
+
+def _transfer_mapping(adata, key, role, known: list, cats: list, extend: bool) -> list:
+    """The registry's mapping for ``key``, refusing (or appending) categories it does not know."""
+    # Only values present in cells count: a categorical column may carry unused categories.
+    observed = set(adata.obs[key].dropna().unique().tolist())
+    known_set = set(known)
+    unseen = [c for c in cats if c in observed and c not in known_set]
+    if not unseen:
+        return known
+    if extend:
+        return known + unseen
+    raise RegistrationError(
+        f"adata.obs[{key!r}] ({role}) has {len(unseen)} categor{'y' if len(unseen) == 1 else 'ies'} "
+        f"the model was not set up with: {examples(unseen)}. Known categories: {examples(known, n=10)}. "
+        "Rename them to known categories, drop those cells, or pass extend_categories=True "
+        "(the model then needs to learn the new categories, e.g. scArches-style fine-tuning)."
+    )
+
+
+def check_same_genes(adata, names: list[str]) -> None:
+    """Refuse new data whose var_names are not the registry's genes in the registry's order."""
+    new = [str(g) for g in adata.var_names]
+    if new == list(names):
+        return
+    have, want = set(new), set(names)
+    missing = [g for g in names if g not in have]
+    extra = [g for g in new if g not in want]
+    if not missing and not extra:
+        raise RegistrationError(
+            f"The data has the model's {len(names)} genes but in a different order. Reorder them: "
+            "adata = adata[:, registry['fields']['X']['column_names']].copy()."
+        )
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} of the model's {len(names)} genes are missing (e.g. {examples(missing)})")
+    if extra:
+        parts.append(f"{len(extra)} genes are not the model's (e.g. {examples(extra)})")
+    raise RegistrationError(
+        f"The data's genes differ from the genes the model was set up with: {'; '.join(parts)}. "
+        "Subset the data to the model's genes in the model's order "
+        "(adata[:, registry['fields']['X']['column_names']]); genes it lacks must be added "
+        "(as zero-count columns) first."
+    )
