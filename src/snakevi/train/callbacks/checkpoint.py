@@ -1,0 +1,99 @@
+"""``ModelCheckpoint``: keep ``last.ckpt`` (to resume) and ``best.ckpt`` (best monitored value)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from snakevi.train.callbacks.tracker import MonitorCallback
+from snakevi.train.checkpoint_io import atomic_torch_save
+
+
+class ModelCheckpoint(MonitorCallback):
+    """Write the trainer's full state to ``dirpath/last.ckpt`` and ``dirpath/best.ckpt``.
+
+    Files are written atomically (temporary file + ``os.replace``) and hold the dict of
+    :meth:`snakevi.train.Trainer.checkpoint_state`, loadable with ``torch.load(weights_only=True)``
+    and by ``Trainer.fit(..., ckpt_path=...)``. Runs after the other callbacks (``runs_last``) so
+    the file includes the whole epoch (early-stopping decision, metrics logged by callbacks).
+
+    Parameters
+    ----------
+    dirpath
+        Folder for the two files (created if needed).
+    monitor, mode
+        Metric that defines "best" and whether lower (``"min"``) or higher is better.
+    save_last
+        Write ``last.ckpt`` (also once more at the end of fit if the last epoch was skipped).
+    save_best
+        Write ``best.ckpt`` when ``monitor`` improves.
+    every_n_epochs
+        Consider saving only after every n-th epoch.
+    """
+
+    runs_last = True
+
+    def __init__(
+        self,
+        dirpath: str | os.PathLike,
+        monitor: str = "validation_loss",
+        mode: str = "min",
+        save_last: bool = True,
+        save_best: bool = True,
+        every_n_epochs: int = 1,
+    ) -> None:
+        super().__init__(monitor, mode)
+        if every_n_epochs < 1:
+            raise ValueError(f"every_n_epochs={every_n_epochs!r}: expected an int >= 1.")
+        self.dirpath = Path(dirpath)
+        self.save_last = save_last
+        self.save_best = save_best
+        self.every_n_epochs = every_n_epochs
+        self.best_model_path: str | None = None
+        self.last_model_path: str | None = None
+        self._last_saved_epoch: int | None = None
+
+    @property
+    def needs_validation(self) -> bool:
+        return self.save_best and "validation" in self.monitor
+
+    def on_train_epoch_end(self, trainer, plan) -> None:
+        epoch = trainer.current_epoch
+        if (epoch + 1) % self.every_n_epochs != 0:
+            return
+        improved = False
+        if self.save_best:
+            current = self.read_monitor(trainer)
+            if current is not None and self.is_improvement(current):
+                self.best_score, self.best_epoch, improved = current, epoch, True
+                self.best_model_path = str(self.dirpath / "best.ckpt")
+        if self.save_last:
+            self.last_model_path = str(self.dirpath / "last.ckpt")
+        self._last_saved_epoch = epoch
+        if not (improved or self.save_last):
+            return
+        # Taken after updating our own fields, so each file remembers the best score it knows.
+        state = trainer.checkpoint_state()
+        if improved:
+            atomic_torch_save(state, self.best_model_path)
+        if self.save_last:
+            atomic_torch_save(state, self.last_model_path)
+
+    def on_fit_end(self, trainer, plan) -> None:
+        if not (self.save_last and trainer.history):
+            return
+        if self._last_saved_epoch != trainer.history[-1]["epoch"]:
+            self._last_saved_epoch = trainer.history[-1]["epoch"]
+            self.last_model_path = str(self.dirpath / "last.ckpt")
+            atomic_torch_save(trainer.checkpoint_state(), self.last_model_path)
+
+    def state_dict(self) -> dict[str, Any]:
+        # Paths are not saved: they follow this callback's dirpath, so a moved folder still resumes.
+        return {**super().state_dict(), "last_saved_epoch": self._last_saved_epoch}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self._last_saved_epoch = state["last_saved_epoch"]
+        self.best_model_path = str(self.dirpath / "best.ckpt") if self.best_epoch is not None else None
+        self.last_model_path = str(self.dirpath / "last.ckpt") if self._last_saved_epoch is not None else None

@@ -1,0 +1,320 @@
+"""``Trainer``: one explicit fit loop over epochs, with callbacks and exact resume.
+
+Per epoch, in this order::
+
+    set_epoch(epoch) on the loaders that have it
+    on_train_epoch_start
+    for each training minibatch:
+        training_step -> backward -> [clip_grad_norm_] -> optimizer.step -> on_train_batch_end
+    train metrics computed (one host sync)
+    if this is a validation epoch:
+        validation loop -> validation metrics -> [scheduler step on a validation metric]
+        -> on_validation_epoch_end
+    [scheduler step on a training metric]
+    the epoch's row appended to history
+    on_train_epoch_end
+    stop if a callback set trainer.should_stop
+
+``on_fit_start`` runs once before the first epoch (after a checkpoint is restored),
+``on_fit_end`` after the loop, and ``on_exception`` when anything raised (then it re-raises).
+Callbacks with ``runs_last = True`` run after the others in every hook.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import torch
+
+from snakevi._constants import CHECKPOINT_FORMAT_VERSION
+from snakevi.train.callbacks.nan_guard import NaNGuard
+from snakevi.train.callbacks.progress import ProgressBar
+from snakevi.train.checkpoint_io import atomic_torch_save, check_module_state, load_checkpoint
+from snakevi.train.device import move_batch, resolve_device
+from snakevi.train.reproducibility import deterministic_algorithms, get_rng_states, seed_everything, set_rng_states
+
+
+class Trainer:
+    """Runs a :class:`~snakevi.train.TrainingPlan` for up to ``max_epochs`` epochs on one device.
+
+    Parameters
+    ----------
+    max_epochs
+        Number of epochs to train for (a resumed run counts the epochs already done).
+    accelerator
+        ``"auto"`` (CUDA, else MPS, else CPU), ``"cpu"``, ``"cuda"`` (or ``"gpu"``) or ``"mps"``.
+    devices
+        ``"auto"``, ``1`` or ``[index]``: only single-device training is supported.
+    check_val_every_n_epoch
+        Run validation after every n-th epoch. ``None`` (default, as in scvi-tools): never,
+        unless a callback (``needs_validation``) or the plan's LR scheduler needs validation
+        metrics, and then every epoch.
+    gradient_clip_val
+        Clip the gradient norm (``torch.nn.utils.clip_grad_norm_``) to this value.
+    callbacks
+        Callback objects (see :class:`~snakevi.train.callbacks.Callback`).
+    enable_progress_bar
+        Show one tqdm bar over epochs on stderr ("Epoch k/N", postfix ``train_loss``).
+    seed
+        Seed Python, NumPy and torch when ``fit`` starts. Seed before building the module as
+        well (:func:`~snakevi.train.seed_everything`) to make its initial weights reproducible.
+    deterministic
+        Ask torch/cuDNN for deterministic kernels during ``fit`` (CPU runs are deterministic anyway).
+    nan_guard
+        Add :class:`~snakevi.train.callbacks.NaNGuard`, which stops with a clear error on a
+        non-finite loss or gradient norm.
+
+    Attributes
+    ----------
+    current_epoch
+        Index of the running epoch; after ``fit``, the number of epochs completed.
+    global_step
+        Optimizer steps taken.
+    history
+        One dict per epoch: ``"epoch"`` plus every metric logged that epoch.
+    logged_metrics
+        The current epoch's dict (the last row of ``history`` once the epoch ended).
+    should_stop, stop_reason
+        Set by callbacks (e.g. early stopping) to end training after the current epoch.
+    """
+
+    def __init__(
+        self,
+        max_epochs: int = 400,
+        accelerator: str = "auto",
+        devices: int | str | Sequence[int] = "auto",
+        check_val_every_n_epoch: int | None = None,
+        gradient_clip_val: float | None = None,
+        callbacks: Iterable | None = None,
+        enable_progress_bar: bool = True,
+        seed: int | None = None,
+        deterministic: bool = False,
+        nan_guard: bool = True,
+    ) -> None:
+        if not isinstance(max_epochs, int) or isinstance(max_epochs, bool) or max_epochs < 1:
+            raise ValueError(f"max_epochs={max_epochs!r}: expected an int >= 1.")
+        if check_val_every_n_epoch is not None and (
+            not isinstance(check_val_every_n_epoch, int) or check_val_every_n_epoch < 1
+        ):
+            raise ValueError(f"check_val_every_n_epoch={check_val_every_n_epoch!r}: expected None or an int >= 1.")
+        if gradient_clip_val is not None and not gradient_clip_val > 0:
+            raise ValueError(f"gradient_clip_val={gradient_clip_val!r}: expected None or a number > 0.")
+        self.max_epochs = max_epochs
+        self.device = resolve_device(accelerator, devices)
+        self.check_val_every_n_epoch = check_val_every_n_epoch
+        self.gradient_clip_val = gradient_clip_val
+        self.seed = seed
+        self.deterministic = deterministic
+        defaults = ([NaNGuard()] if nan_guard else []) + ([ProgressBar()] if enable_progress_bar else [])
+        given = defaults + list(callbacks or [])
+        # A stable partition: order within each group is the order given.
+        self.callbacks = [c for c in given if not getattr(c, "runs_last", False)] + [
+            c for c in given if getattr(c, "runs_last", False)
+        ]
+        self.plan = None
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.scheduler = None
+        self._clip_params: list[torch.nn.Parameter] = []
+        self._reset_progress()
+
+    def _reset_progress(self) -> None:
+        self.current_epoch = 0
+        self.global_step = 0
+        self._epochs_completed = 0
+        self.should_stop = False
+        self.stop_reason: str | None = None
+        self.history: list[dict[str, float]] = []
+        self.logged_metrics: dict[str, float] = {}
+        self.validated = False  # whether the current epoch ran the validation loop
+        self.grad_norm: torch.Tensor | None = None  # last step's norm when clipping, else None
+
+    # -- the loop ----------------------------------------------------------------------------
+    def fit(
+        self,
+        plan,
+        train_loader: Iterable,
+        val_loader: Iterable | None = None,
+        ckpt_path: str | os.PathLike | None = None,
+    ) -> None:
+        """Train ``plan.module`` on ``train_loader``; validate on ``val_loader`` when scheduled.
+
+        Parameters
+        ----------
+        plan
+            A :class:`~snakevi.train.TrainingPlan`.
+        train_loader, val_loader
+            Re-iterables of minibatch dicts; ``set_epoch(epoch)`` is called before each epoch
+            on loaders that have it, so a loader can derive its shuffling from (seed, epoch).
+        ckpt_path
+            A checkpoint written by :class:`~snakevi.train.callbacks.ModelCheckpoint`: restore
+            weights, optimizer, scheduler, callbacks, history and RNG states, and continue.
+            A run that had already stopped early stays stopped.
+        """
+        self._reset_progress()
+        self.plan = plan
+        interval = self._validation_interval(plan, val_loader)
+        with deterministic_algorithms(self.deterministic):
+            if self.seed is not None:
+                seed_everything(self.seed)
+            plan.module.to(self.device)
+            plan.reset_metrics()
+            self.optimizer, self.scheduler = plan.configure_optimizers()
+            self._clip_params = [p for group in self.optimizer.param_groups for p in group["params"]]
+            if ckpt_path is not None:
+                self._restore(ckpt_path, plan)
+            try:
+                self._call("on_fit_start", plan)
+                while not self.should_stop and self.current_epoch < self.max_epochs:
+                    self._run_epoch(plan, train_loader, val_loader, interval)
+                self._call("on_fit_end", plan)
+            except BaseException as exc:
+                self._call("on_exception", plan, exc)
+                raise
+
+    def _run_epoch(self, plan, train_loader, val_loader, interval: int | None) -> None:
+        epoch = self.current_epoch
+        self.logged_metrics = {"epoch": epoch}
+        self.validated = False
+        for loader in (train_loader, val_loader):
+            if hasattr(loader, "set_epoch"):
+                loader.set_epoch(epoch)
+        plan.module.train()
+        self._call("on_train_epoch_start", plan)
+        n_batches = 0
+        for batch_idx, batch in enumerate(train_loader):
+            loss = plan.training_step(
+                move_batch(batch, self.device), batch_idx, epoch=epoch, global_step=self.global_step
+            )
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if self.gradient_clip_val is not None:
+                self.grad_norm = torch.nn.utils.clip_grad_norm_(self._clip_params, self.gradient_clip_val)
+            self.optimizer.step()
+            self.global_step += 1
+            n_batches += 1
+            self._call("on_train_batch_end", plan, loss.detach(), batch_idx)
+        if n_batches == 0:
+            raise ValueError(
+                f"train_loader yielded no minibatch in epoch {epoch}; check that the training split "
+                "is not empty and that drop_last does not drop every batch."
+            )
+        self.logged_metrics.update(plan.train_epoch_metrics())
+        if interval is not None and (epoch + 1) % interval == 0:
+            self._validate(plan, val_loader, epoch)
+            if self.scheduler is not None and plan.scheduler_phase == "validation":
+                plan.lr_scheduler_step(self.scheduler, self.logged_metrics)
+            self._call("on_validation_epoch_end", plan)
+        if self.scheduler is not None and plan.scheduler_phase == "train":
+            plan.lr_scheduler_step(self.scheduler, self.logged_metrics)
+        self.history.append(self.logged_metrics)
+        self._epochs_completed += 1
+        self._call("on_train_epoch_end", plan)
+        self.current_epoch += 1
+
+    def _validate(self, plan, val_loader, epoch: int) -> None:
+        plan.module.eval()
+        with torch.no_grad():
+            for batch_idx, batch in enumerate(val_loader):
+                plan.validation_step(
+                    move_batch(batch, self.device), batch_idx, epoch=epoch, global_step=self.global_step
+                )
+        plan.module.train()
+        self.logged_metrics.update(plan.validation_epoch_metrics())
+        self.validated = True
+
+    def _validation_interval(self, plan, val_loader) -> int | None:
+        """Every how many epochs to validate (None: never); error if validation is needed but impossible."""
+        needers = [type(c).__name__ for c in self.callbacks if getattr(c, "needs_validation", False)]
+        if getattr(plan, "needs_validation", False):
+            needers.append(f"{type(plan).__name__}(lr_scheduler_metric={plan.lr_scheduler_metric!r})")
+        if val_loader is None:
+            if needers:
+                raise ValueError(
+                    f"{', '.join(needers)} monitor a validation metric but fit() got val_loader=None. "
+                    "Pass a validation loader (e.g. train_size < 1), or monitor a training metric such as 'elbo_train'."
+                )
+            return None
+        if self.check_val_every_n_epoch is not None:
+            return self.check_val_every_n_epoch
+        return 1 if needers else None
+
+    def _call(self, hook: str, plan, *args) -> None:
+        for callback in self.callbacks:
+            method = getattr(callback, hook, None)
+            if method is not None:
+                method(self, plan, *args)
+
+    # -- logging -----------------------------------------------------------------------------
+    def log(self, name: str, value: float | torch.Tensor) -> None:
+        """Add ``name = value`` to the current epoch's row (a tensor is read back once, here)."""
+        if name == "epoch":
+            raise ValueError("'epoch' is written by the trainer; log the metric under another name.")
+        if isinstance(value, torch.Tensor):
+            value = value.item()
+        self.logged_metrics[name] = float(value)
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def _callback_keys(self) -> list[tuple[str, Any]]:
+        """``(key, callback)``: the class name, plus ``[i]`` when that class appears more than once."""
+        names = [type(c).__name__ for c in self.callbacks]
+        seen: dict[str, int] = {}
+        keyed = []
+        for name, callback in zip(names, self.callbacks):
+            k = seen.get(name, 0)
+            seen[name] = k + 1
+            keyed.append((f"{name}[{k}]" if names.count(name) > 1 else name, callback))
+        return keyed
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        """Everything needed to continue this fit exactly, as a ``weights_only``-loadable dict."""
+        if self.plan is None or self.optimizer is None:
+            raise RuntimeError("checkpoint_state() needs a running fit(); call it from a callback.")
+        return {
+            "format_version": CHECKPOINT_FORMAT_VERSION,
+            "epoch": self._epochs_completed,
+            "global_step": self.global_step,
+            "module": self.plan.module.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
+            "callbacks": {key: cb.state_dict() for key, cb in self._callback_keys() if hasattr(cb, "state_dict")},
+            "history": [dict(row) for row in self.history],
+            "should_stop": self.should_stop,
+            "stop_reason": self.stop_reason,
+            "rng": get_rng_states(self.device),
+        }
+
+    def save_checkpoint(self, path: str | os.PathLike) -> None:
+        """Write :meth:`checkpoint_state` to ``path`` atomically (temporary file + ``os.replace``)."""
+        atomic_torch_save(self.checkpoint_state(), path)
+
+    def _restore(self, path, plan) -> None:
+        ckpt = load_checkpoint(path)
+        check_module_state(path, ckpt["module"], plan.module.state_dict())
+        plan.module.load_state_dict(ckpt["module"])
+        if (ckpt["scheduler"] is None) != (self.scheduler is None):
+            raise ValueError(
+                f"checkpoint {path} was written for another model/run: it "
+                f"{'has no' if ckpt['scheduler'] is None else 'has a'} LR scheduler state but this plan "
+                f"{'has one' if self.scheduler is not None else 'has none'}; resume with the same reduce_lr_on_plateau."
+            )
+        try:
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+        except (ValueError, KeyError) as exc:
+            raise ValueError(
+                f"checkpoint {path} was written for another model/run: optimizer state does not fit ({exc})."
+            ) from exc
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(ckpt["scheduler"])
+        saved_callbacks = ckpt["callbacks"]
+        for key, callback in self._callback_keys():
+            if key in saved_callbacks and hasattr(callback, "load_state_dict"):
+                callback.load_state_dict(saved_callbacks[key])
+        self.current_epoch = self._epochs_completed = int(ckpt["epoch"])
+        self.global_step = int(ckpt["global_step"])
+        self.history = [dict(row) for row in ckpt["history"]]
+        self.logged_metrics = self.history[-1] if self.history else {}
+        self.should_stop = bool(ckpt["should_stop"])
+        self.stop_reason = ckpt["stop_reason"]
+        set_rng_states(ckpt["rng"], self.device)
