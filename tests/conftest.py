@@ -28,3 +28,18 @@ def kang_path() -> Path:
 @pytest.fixture(scope="session")
 def cellbench_path() -> Path:
     return shared_dataset("cellbench_lung_celseq2_dropseq.h5ad")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """Run tests with one intra-op thread.
+
+    The test models are tiny: a second thread only adds synchronisation, and on a busy 2-core
+    machine OpenMP spin-waiting made them ~10x slower. Results do not depend on it.
+    """
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

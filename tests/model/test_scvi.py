@@ -174,8 +174,16 @@ def test_covariates_and_size_factors(adata):
     assert model.get_latent_representation().shape == (adata.n_obs, 10)
 
 
-def test_max_epochs_heuristic_is_used(adata):
+def test_max_epochs_heuristic_is_used(adata, monkeypatch):
+    import snakevi.train
+
+    seen = []
+
+    def fake_heuristic(n_obs):
+        seen.append(n_obs)
+        return 2
+
+    monkeypatch.setattr(snakevi.train, "get_max_epochs_heuristic", fake_heuristic)
     model = SCVI(adata, n_hidden=8)
-    model.train(max_epochs=None, batch_size=150, train_size=0.5, enable_progress_bar=False,
-                plan_kwargs={"n_epochs_kl_warmup": 1})
-    assert len(model.history) == 400  # 20000 / 300 cells * 400, capped at 400
+    model.train(max_epochs=None, enable_progress_bar=False)
+    assert seen == [adata.n_obs] and len(model.history) == 2

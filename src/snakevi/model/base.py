@@ -124,6 +124,7 @@ class BaseModelClass:
         train_size: float | None = None,
         validation_size: float | None = None,
         shuffle_set_split: bool = True,
+        external_indexing: Sequence[Sequence[int]] | None = None,
         batch_size: int = 128,
         early_stopping: bool = False,
         early_stopping_monitor: str = "elbo_validation",
@@ -153,6 +154,9 @@ class BaseModelClass:
             Fractions of cells; ``None`` means 0.9 for training and the rest for validation.
         shuffle_set_split
             Randomly assign cells to the sets (seeded); otherwise split in order.
+        external_indexing
+            Explicit ``[train, validation, test]`` cell positions, overriding the sizes
+            (the workflow's prepare step writes them).
         batch_size
             Cells per minibatch.
         early_stopping, early_stopping_*
@@ -196,6 +200,7 @@ class BaseModelClass:
             batch_size=batch_size,
             shuffle_set_split=shuffle_set_split,
             seed=seed,
+            external_indexing=external_indexing,
         )
         plan_kwargs = dict(plan_kwargs or {})
         plan = TrainingPlan(self.module, **plan_kwargs)

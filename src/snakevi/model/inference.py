@@ -194,7 +194,9 @@ class InferenceMixin:
             inf = self.module.inference(**self.module._get_inference_input(batch), n_samples=n_samples)
             gen = self.module.generative(**self.module._get_generative_input(batch, inf))
             px = gen["px"]
-            out = {"mean": px.mu, "dispersions": torch.broadcast_to(px.theta, px.mu.shape)}
+            out = {"mean": px.mu}
+            if getattr(px, "theta", None) is not None:  # Poisson has no dispersion
+                out["dispersions"] = torch.broadcast_to(px.theta, px.mu.shape)
             if getattr(px, "zi_logits", None) is not None:
                 out["dropout"] = px.zi_logits
             if n_samples > 1 and give_mean:
