@@ -29,9 +29,9 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
+from snakevi._atomic import write_text_atomic
 from snakevi._constants import ADATA_UNS_REGISTRY_KEY, REGISTRY_FORMAT_VERSION, REGISTRY_KEYS
 from snakevi.data import validation as v
 from snakevi.data.counts import scan_counts
@@ -154,18 +154,7 @@ def registry_to_json(registry: dict, path: str | os.PathLike) -> None:
     check_registry_format(registry, "the registry to write")
     path = Path(path)
     text = json.dumps(registry, indent=1, allow_nan=False)
-    # A rename within one folder is atomic: readers (and a killed job) see the old file or the
-    # whole new one, never half a JSON document.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomic(path, text)
 
 
 def registry_from_json(path: str | os.PathLike) -> dict:

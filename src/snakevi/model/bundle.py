@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
+from snakevi._atomic import atomic_path
 from snakevi._constants import MODEL_FORMAT_VERSION
 
 WEIGHTS_FILE = "model.pt"
@@ -46,30 +45,12 @@ def write_bundle(dir_path: str | os.PathLike, state_dict: dict, meta: dict, *, o
         raise FileExistsError(
             f"{target} already exists; pass overwrite=True to replace it or choose another directory."
         )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
-        tensors = {k: v.detach().cpu() for k, v in state_dict.items()}
-        torch.save(tensors, staging / WEIGHTS_FILE)
+    with atomic_path(target) as staging:
+        staging.mkdir()
+        torch.save({k: v.detach().cpu() for k, v in state_dict.items()}, staging / WEIGHTS_FILE)
         payload = {"format_version": MODEL_FORMAT_VERSION, **meta}
-        with open(staging / META_FILE, "w") as fh:
-            json.dump(payload, fh, indent=1)
-        _swap_into_place(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        (staging / META_FILE).write_text(json.dumps(payload, indent=1))
     return target
-
-
-def _swap_into_place(staging: Path, target: Path) -> None:
-    """Rename ``staging`` to ``target``, moving an existing ``target`` aside first."""
-    backup = None
-    if target.exists():
-        backup = target.with_name(f".{target.name}.old-{os.getpid()}")
-        os.replace(target, backup)
-    os.replace(staging, target)
-    if backup is not None:
-        shutil.rmtree(backup, ignore_errors=True)
 
 
 def read_bundle(dir_path: str | os.PathLike, map_location: str | None = "cpu") -> tuple[dict, dict]:

@@ -8,46 +8,24 @@ loading one never runs code from the file.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from snakevi._atomic import write_atomic, write_text_atomic
 from snakevi._constants import CHECKPOINT_FORMAT_VERSION
-
-
-def _atomic_write(path: str | os.PathLike, write) -> Path:
-    """Write through ``write(fileobj)`` to a temporary file beside ``path``, then rename it over ``path``.
-
-    ``os.replace`` within one directory is atomic, so a reader (or a job killed mid-write)
-    sees the old file or the new one, never half of one.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     """``torch.save(obj, path)`` through a temporary file and ``os.replace``."""
-    return _atomic_write(path, lambda f: torch.save(obj, f))
+    return write_atomic(path, lambda f: torch.save(obj, f))
 
 
 def atomic_write_text(text: str, path: str | os.PathLike) -> Path:
     """Write ``text`` (UTF-8) to ``path`` through a temporary file and ``os.replace``."""
-    return _atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+    return write_text_atomic(path, text)
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

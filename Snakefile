@@ -1,0 +1,30 @@
+# snakevi: scVI trained in plain PyTorch, as a Snakemake workflow.
+# register -> prepare -> train -> export -> report, for every run in config["runs"].
+# Run: snakemake --cores 2   (config/README.md explains every config key)
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+
+
+wildcard_constraints:
+    run="|".join(RUNS),
+
+
+include: "workflow/rules/simulate.smk"
+include: "workflow/rules/register.smk"
+include: "workflow/rules/prepare.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/export.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        all_targets(),

@@ -1,0 +1,8 @@
+"""Snakemake script of rule export (snakevi.steps.export)."""
+
+from snakevi.steps.export import export
+from snakevi.steps.logs import step_logging
+
+sm = snakemake  # noqa: F821 - injected by Snakemake
+with step_logging(sm.log[0], step=f"export {sm.wildcards.run}"):
+    export(sm.input.model, sm.input.h5ad, sm.output.embedding, threads=sm.threads, **sm.params.export)

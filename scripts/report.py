@@ -1,0 +1,11 @@
+"""Snakemake script of rule report (snakevi.steps.report)."""
+
+from pathlib import Path
+
+from snakevi.steps.logs import step_logging
+from snakevi.steps.report import report
+
+sm = snakemake  # noqa: F821 - injected by Snakemake
+with step_logging(sm.log[0], step=f"report {sm.wildcards.run}"):
+    report(sm.input.history, sm.input.embedding, Path(sm.output.metrics).parent,
+           run=sm.params.run, latent_key=sm.params.latent_key)

@@ -1,0 +1,19 @@
+"""Snakemake script of rule train (snakevi.steps.train); resumes from results/{run}/checkpoints/."""
+
+from snakevi.steps.logs import step_logging
+from snakevi.steps.train import train
+
+sm = snakemake  # noqa: F821 - injected by Snakemake
+with step_logging(sm.log[0], step=f"train {sm.wildcards.run}"):
+    train(
+        sm.input.prepared,
+        sm.input.registry,
+        sm.output.model,
+        sm.output.history,
+        checkpoint_dir=sm.params.checkpoint_dir,
+        model_params=sm.params.model,
+        train_params=sm.params.train,
+        seed=sm.params.seed,
+        accelerator=sm.params.accelerator,
+        threads=sm.threads,
+    )

@@ -1,0 +1,194 @@
+"""The ``snakevi`` command: each workflow step as a subcommand, with the rules' inputs and params.
+
+    snakevi register --input data.h5ad --output registry.json --batch-key donor
+    snakevi prepare  --input data.h5ad --registry registry.json --output prepared/
+    snakevi train    --prepared prepared/ --registry registry.json --model model/ --history history.csv
+    snakevi export   --model model/ --input data.h5ad --output embedding.h5ad
+    snakevi report   --history history.csv --embedding embedding.h5ad --output report/ --run NAME
+    snakevi summarize --metrics report/metrics.json ... --output summary.tsv
+
+Parameters given as JSON (``--model-params``, ``--train-params``) are the dicts of the
+workflow config's ``model`` and ``train`` sections; ``@file.json`` or ``@file.yaml`` reads them
+from a file. Heavy imports happen inside the subcommands, so ``snakevi --help`` is instant.
+Exit status: 0 on success, 1 when the inputs are unusable (the message says why), 2 for usage
+errors, 3 when training was interrupted by a signal after writing a checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _json_arg(text: str) -> dict:
+    """A JSON object given inline or as ``@path`` (JSON or YAML file)."""
+    if text.startswith("@"):
+        path = text[1:]
+        with open(path, encoding="utf-8") as fh:
+            raw = fh.read()
+        if path.endswith((".yaml", ".yml")):
+            import yaml
+
+            value = yaml.safe_load(raw)
+        else:
+            value = json.loads(raw)
+    else:
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise argparse.ArgumentTypeError(f"not valid JSON ({err}): {text!r}") from err
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object (a dict), got {type(value).__name__}")
+    return value
+
+
+def _none_or_float(text: str):
+    return None if text.lower() in ("none", "null") else float(text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="snakevi", description="scVI in plain PyTorch: run one step of the snakevi workflow.",
+        epilog="Each step writes its outputs atomically; `snakevi STEP --help` lists its options.",
+    )
+    p.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = p.add_subparsers(dest="command", metavar="STEP")
+
+    def add(name, help_):
+        sp = sub.add_parser(name, help=help_, description=help_)
+        sp.add_argument("--log", default=None, help="also write the step's log to this file")
+        return sp
+
+    s = add("simulate", "write a simulated count dataset (.h5ad) for demos and tests")
+    s.add_argument("--output", required=True, help="the .h5ad file to write")
+    s.add_argument("--params", type=_json_arg, default={}, help="JSON of snakevi.data.simulate arguments")
+
+    s = add("register", "validate an .h5ad file and write its registry (setup, mappings, genes)")
+    s.add_argument("--input", required=True, help="input .h5ad with raw counts")
+    s.add_argument("--output", required=True, help="registry .json to write")
+    s.add_argument("--layer", default=None, help="layer holding the counts (default: X)")
+    s.add_argument("--batch-key", default=None, help="obs column with the batch")
+    s.add_argument("--labels-key", default=None, help="obs column with cell labels")
+    s.add_argument("--size-factor-key", default=None, help="obs column with size factors")
+    s.add_argument("--categorical-covariate-keys", nargs="*", default=None, metavar="KEY")
+    s.add_argument("--continuous-covariate-keys", nargs="*", default=None, metavar="KEY")
+    s.add_argument("--n-top-genes", type=int, default=None, help="keep this many highly variable genes")
+    s.add_argument("--setup", type=_json_arg, default=None,
+                   help="the config's 'setup' section as JSON (instead of the options above)")
+
+    s = add("prepare", "write training arrays, the seeded split and the loader spec")
+    s.add_argument("--input", required=True, help="the registered .h5ad")
+    s.add_argument("--registry", required=True, help="registry .json from `snakevi register`")
+    s.add_argument("--output", required=True, help="prepared folder to write")
+    s.add_argument("--train-size", type=_none_or_float, default=None)
+    s.add_argument("--validation-size", type=_none_or_float, default=None)
+    s.add_argument("--batch-size", type=int, default=128)
+    s.add_argument("--no-shuffle-set-split", dest="shuffle_set_split", action="store_false")
+    s.add_argument("--seed", type=int, default=0)
+
+    s = add("train", "train scVI; write the model folder and the history CSV")
+    s.add_argument("--prepared", required=True, help="folder from `snakevi prepare`")
+    s.add_argument("--registry", required=True, help="registry .json")
+    s.add_argument("--model", required=True, help="model folder to write")
+    s.add_argument("--history", required=True, help="history .csv to write")
+    s.add_argument("--checkpoint-dir", default=None, help="checkpoints (default: checkpoints/ beside --model)")
+    s.add_argument("--model-params", type=_json_arg, default={}, help="JSON: the config's 'model' section")
+    s.add_argument("--train-params", type=_json_arg, default={}, help="JSON: the config's 'train' section")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--accelerator", default="auto", choices=["auto", "cpu", "cuda", "gpu", "mps"])
+    s.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    s.add_argument("--progress-bar", action="store_true", help="show a progress bar")
+
+    s = add("export", "write the embedding .h5ad (obsm latent, optional normalized layer)")
+    s.add_argument("--model", required=True, help="model folder from `snakevi train`")
+    s.add_argument("--input", required=True, help="the dataset .h5ad")
+    s.add_argument("--output", required=True, help="embedding .h5ad to write")
+    s.add_argument("--latent-key", default="X_scVI")
+    s.add_argument("--normalized-layer", default=None, help="also store normalized expression in this layer")
+    s.add_argument("--library-size", type=float, default=1e4)
+    s.add_argument("--threads", type=int, default=None)
+
+    s = add("report", "plot loss curves and the latent space; write metrics.json")
+    s.add_argument("--history", required=True)
+    s.add_argument("--embedding", required=True)
+    s.add_argument("--output", required=True, help="report folder")
+    s.add_argument("--run", default="run", help="run name for titles")
+    s.add_argument("--latent-key", default="X_scVI")
+
+    s = add("summarize", "gather runs' metrics.json into one TSV")
+    s.add_argument("--metrics", nargs="+", required=True)
+    s.add_argument("--output", required=True)
+    return p
+
+
+def _dispatch(args) -> None:
+    cmd = args.command
+    if cmd == "simulate":
+        from snakevi.steps.simulate import simulate_dataset
+
+        simulate_dataset(args.output, **args.params)
+    elif cmd == "register":
+        from snakevi.steps.register import register
+
+        setup = args.setup or dict(
+            layer=args.layer, batch_key=args.batch_key, labels_key=args.labels_key,
+            size_factor_key=args.size_factor_key, categorical_covariate_keys=args.categorical_covariate_keys,
+            continuous_covariate_keys=args.continuous_covariate_keys, n_top_genes=args.n_top_genes,
+        )
+        register(args.input, args.output, **setup)
+    elif cmd == "prepare":
+        from snakevi.steps.prepare import prepare
+
+        prepare(args.input, args.registry, args.output, train_size=args.train_size,
+                validation_size=args.validation_size, batch_size=args.batch_size,
+                shuffle_set_split=args.shuffle_set_split, seed=args.seed)
+    elif cmd == "train":
+        from snakevi.steps.train import train
+
+        train(args.prepared, args.registry, args.model, args.history, checkpoint_dir=args.checkpoint_dir,
+              model_params=args.model_params, train_params=args.train_params, seed=args.seed,
+              accelerator=args.accelerator, threads=args.threads, enable_progress_bar=args.progress_bar)
+    elif cmd == "export":
+        from snakevi.steps.export import export
+
+        export(args.model, args.input, args.output, latent_key=args.latent_key,
+               normalized_layer=args.normalized_layer, library_size=args.library_size, threads=args.threads)
+    elif cmd == "report":
+        from snakevi.steps.report import report
+
+        report(args.history, args.embedding, args.output, run=args.run, latent_key=args.latent_key)
+    elif cmd == "summarize":
+        from snakevi.steps.report import summarize
+
+        summarize(args.metrics, args.output)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``snakevi`` console script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        from snakevi import __version__
+
+        print(__version__)
+        return 0
+    if args.command is None:
+        parser.print_help()
+        return 2
+    from snakevi.steps.logs import step_logging
+    from snakevi.steps.train import TrainingInterrupted
+
+    try:
+        with step_logging(args.log, step=f"snakevi {args.command}"):
+            _dispatch(args)
+    except TrainingInterrupted:
+        return 3
+    except (ValueError, FileNotFoundError, FileExistsError):
+        # step_logging has already printed "snakevi STEP failed: <why>" to stderr and the log.
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

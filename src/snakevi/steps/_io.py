@@ -1,0 +1,104 @@
+"""Helpers shared by the steps: clear errors, atomic writes, reading h5ad files safely.
+
+Every output of a step is written to a temporary sibling and renamed into place, so a crash
+(or a kill) never leaves a half-written file that looks complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Iterator
+
+from snakevi._atomic import atomic_path, write_text_atomic  # noqa: F401 - re-exported for the steps
+
+
+class StepError(ValueError):
+    """A step cannot run on its inputs; the message names the file, key or value and the fix."""
+
+
+def canonical_json(obj) -> str:
+    """JSON with sorted keys and no whitespace: the form fingerprints are computed on."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False, default=str)
+
+
+def fingerprint(*parts) -> str:
+    """sha256 of the canonical JSON of ``parts``."""
+    return hashlib.sha256(canonical_json(list(parts)).encode()).hexdigest()
+
+
+def write_json_atomic(path: str | os.PathLike, obj) -> None:
+    """Write ``obj`` as indented JSON to ``path`` atomically."""
+    write_text_atomic(path, json.dumps(obj, indent=1, allow_nan=False) + "\n")
+
+
+def check_input_file(path: str | os.PathLike, what: str) -> Path:
+    """Refuse a missing input with a message naming it."""
+    p = Path(path)
+    if not p.exists():
+        raise StepError(f"{what} {str(p)!r} does not exist; check the path (in the config: the run's 'dataset').")
+    if p.is_dir():
+        raise StepError(f"{what} {str(p)!r} is a folder; give the path of an .h5ad file.")
+    return p
+
+
+def _check_hdf5(path: Path) -> None:
+    """Refuse a file that is not HDF5 (h5ad files are) before anndata gives a cryptic error."""
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+    if head != b"\x89HDF\r\n\x1a\n":
+        raise StepError(
+            f"{str(path)!r} is not an .h5ad file (it does not start with the HDF5 signature). "
+            "Convert it to AnnData's h5ad format first, e.g. anndata.read_csv(...).write_h5ad(...) "
+            "or scanpy.read_10x_h5(...).write_h5ad(...)."
+        )
+
+
+def read_h5ad(path: str | os.PathLike):
+    """Read an .h5ad file into memory, turning unreadable files into a :class:`StepError`."""
+    import anndata
+
+    p = check_input_file(path, "The dataset")
+    _check_hdf5(p)
+    try:
+        return anndata.read_h5ad(p)
+    except Exception as err:  # noqa: BLE001 - h5py/anndata raise many types for damaged files
+        raise StepError(
+            f"Could not read {str(p)!r} as AnnData ({type(err).__name__}: {err}). The file may be "
+            "truncated or corrupted (an interrupted copy or download?); copy or write it again."
+        ) from err
+
+
+@contextlib.contextmanager
+def open_h5ad_group(path: str | os.PathLike) -> Iterator:
+    """Open an .h5ad file with h5py for streaming reads (no matrix is loaded)."""
+    import h5py
+
+    p = check_input_file(path, "The dataset")
+    _check_hdf5(p)
+    try:
+        fh = h5py.File(p, "r")
+    except Exception as err:  # noqa: BLE001
+        raise StepError(
+            f"Could not open {str(p)!r} as HDF5 ({type(err).__name__}: {err}); the file may be "
+            "truncated or corrupted; copy or write it again."
+        ) from err
+    try:
+        yield fh
+    finally:
+        fh.close()
+
+
+def write_h5ad_atomic(adata, path: str | os.PathLike) -> None:
+    """``adata.write_h5ad`` to a temporary file beside ``path``, then rename."""
+    with atomic_path(path) as tmp:
+        # anndata picks the format from the suffix, so the temporary name keeps ".h5ad".
+        staged = tmp.with_name(tmp.name + ".h5ad")
+        try:
+            adata.write_h5ad(staged)
+            os.replace(staged, tmp)
+        finally:
+            staged.unlink(missing_ok=True)

@@ -1,0 +1,101 @@
+"""Step 4, export: model + .h5ad -> ``embedding.h5ad`` with the latent space (and expression).
+
+The written AnnData holds the input's ``obs``, the registered genes' ``var`` and their counts in
+``X`` (or in the registered layer) (so ``SCVI.load(model_dir, anndata.read_h5ad(embedding))`` works on it directly), the
+latent representation in ``obsm[latent_key]``, optionally the denoised normalised expression in
+``layers[normalized_layer]``, and the registry in ``uns``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import numpy as np
+
+from snakevi.steps._io import StepError, read_h5ad, write_h5ad_atomic
+
+log = logging.getLogger(__name__)
+
+
+def export(
+    model_dir: str | os.PathLike,
+    h5ad: str | os.PathLike,
+    embedding_out: str | os.PathLike,
+    *,
+    latent_key: str = "X_scVI",
+    normalized_layer: str | None = None,
+    library_size: float = 1e4,
+    batch_size: int = 1024,
+    threads: int | None = None,
+):
+    """Write the embedding of every cell of ``h5ad`` under the trained model in ``model_dir``.
+
+    Parameters
+    ----------
+    model_dir
+        A model folder written by the train step (``SCVI.save``).
+    h5ad
+        The dataset (same cells and genes as at registration; extra genes are dropped).
+    embedding_out
+        The .h5ad file to write (atomically).
+    latent_key
+        ``obsm`` key of the latent representation.
+    normalized_layer
+        If given, also store ``get_normalized_expression(library_size=...)`` (dense float32,
+        cells x genes) in this layer.
+    library_size
+        Scale of the normalised expression (1e4: counts per 10,000).
+    batch_size
+        Cells per inference minibatch.
+    threads
+        torch CPU threads.
+
+    Returns
+    -------
+    anndata.AnnData
+        The object written.
+    """
+    import anndata
+    import torch
+
+    from snakevi.data import RegistrationError
+    from snakevi.data.counts import get_count_matrix
+    from snakevi.model import SCVI
+    from snakevi.model.bundle import read_bundle
+
+    if threads:
+        torch.set_num_threads(int(threads))
+    _, meta = read_bundle(model_dir)
+    registry = meta["registry"]
+    genes = list(registry["fields"]["X"]["column_names"])
+    layer = registry["fields"]["X"]["attr_key"]
+    adata = read_h5ad(h5ad)
+    missing = [g for g in genes if g not in set(adata.var_names)]
+    if missing:
+        raise StepError(
+            f"{h5ad} lacks {len(missing)} of the model's genes (e.g. {missing[:5]}); export needs the "
+            "dataset the model was trained on."
+        )
+    if list(adata.var_names) != genes:
+        adata = adata[:, genes].copy()
+    # Keep the input's layout for the registered genes (counts in X, or in their layer), so the
+    # saved registry applies to the written file as it is.
+    counts = get_count_matrix(adata, layer)
+    out = anndata.AnnData(X=counts if layer is None else adata.X, obs=adata.obs.copy(), var=adata.var.copy())
+    if layer is not None:
+        out.layers[layer] = counts
+    try:
+        model = SCVI.load(model_dir, out)
+    except RegistrationError as err:
+        raise StepError(f"{h5ad} does not fit the model in {model_dir}: {err}") from err
+    out.obsm[latent_key] = np.asarray(model.get_latent_representation(batch_size=batch_size), dtype=np.float32)
+    if normalized_layer:
+        expr = model.get_normalized_expression(library_size=library_size, batch_size=batch_size, return_numpy=True)
+        out.layers[normalized_layer] = np.asarray(expr, dtype=np.float32)
+    out.uns["snakevi"] = {"latent_key": latent_key, "normalized_layer": normalized_layer or "",
+                          "model_dir": str(model_dir)}
+    write_h5ad_atomic(out, embedding_out)
+    log.info("embedding %s (%d cells x %d dims) -> %s", latent_key, out.n_obs, out.obsm[latent_key].shape[1],
+             embedding_out)
+    return out

@@ -1,0 +1,50 @@
+"""Logging for step runs: messages, warnings and errors go to a log file and to stderr."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import time
+from typing import Iterator
+
+
+@contextlib.contextmanager
+def step_logging(log_file: str | os.PathLike | None = None, *, step: str = "snakevi") -> Iterator[logging.Logger]:
+    """Send ``logging`` records and warnings of a step to ``log_file`` (and to stderr).
+
+    An exception raised in the block is written to the log as one readable line (and its
+    traceback) before it propagates, so the rule's log says why the step failed.
+    """
+    logger = logging.getLogger("snakevi")
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_file is not None:
+        os.makedirs(os.path.dirname(os.path.abspath(log_file)), exist_ok=True)
+        handlers.append(logging.FileHandler(log_file, mode="w", encoding="utf-8"))
+    for h in handlers:
+        h.setFormatter(fmt)
+        logger.addHandler(h)
+    old_level = logger.level
+    logger.setLevel(logging.INFO)
+    logging.captureWarnings(True)
+    warn_logger = logging.getLogger("py.warnings")
+    for h in handlers:
+        warn_logger.addHandler(h)
+    start = time.perf_counter()
+    try:
+        yield logger
+        logger.info("%s finished in %.1f s", step, time.perf_counter() - start)
+    except BaseException as err:
+        # Errors about the inputs (ValueError, StepError) or an expected stop need no traceback.
+        expected = isinstance(err, ValueError) or getattr(err, "expected", False)
+        logger.error("%s failed: %s: %s", step, type(err).__name__, err, exc_info=not expected)
+        raise
+    finally:
+        logging.captureWarnings(False)
+        for h in handlers:
+            logger.removeHandler(h)
+            warn_logger.removeHandler(h)
+            h.close()
+        logger.setLevel(old_level)

@@ -1,0 +1,111 @@
+"""Step 1, register: an .h5ad file -> ``registry.json`` (setup, category mappings, genes, checks)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from snakevi.steps._io import StepError, read_h5ad
+
+log = logging.getLogger(__name__)
+
+
+def register(
+    h5ad: str | os.PathLike,
+    registry_out: str | os.PathLike,
+    *,
+    layer: str | None = None,
+    batch_key: str | None = None,
+    labels_key: str | None = None,
+    size_factor_key: str | None = None,
+    categorical_covariate_keys: list[str] | None = None,
+    continuous_covariate_keys: list[str] | None = None,
+    n_top_genes: int | None = None,
+    model_name: str = "SCVI",
+) -> dict:
+    """Validate a dataset and write its registry as JSON.
+
+    Parameters
+    ----------
+    h5ad
+        Input AnnData file with raw counts in ``X`` or ``layers[layer]``. Never modified.
+    registry_out
+        Where to write the registry (atomically).
+    layer, batch_key, labels_key, size_factor_key, categorical_covariate_keys, continuous_covariate_keys
+        As :func:`snakevi.data.setup_anndata`.
+    n_top_genes
+        Keep only this many highly variable genes, chosen on the counts per batch
+        (see :mod:`snakevi.steps.hvg`); ``None`` keeps every gene. The choice is recorded in the
+        registry under ``"gene_selection"`` and its genes are the registry's ``var_names``.
+    model_name
+        Model the data is set up for.
+
+    Returns
+    -------
+    dict
+        The registry written.
+    """
+    from snakevi.data import RegistrationError, registry_to_json, setup_anndata
+
+    adata = read_h5ad(h5ad)
+    log.info("read %s: %d cells x %d genes", h5ad, adata.n_obs, adata.n_vars)
+    cat_keys = list(categorical_covariate_keys or []) or None
+    cont_keys = list(continuous_covariate_keys or []) or None
+    setup = dict(layer=layer, batch_key=batch_key, labels_key=labels_key, size_factor_key=size_factor_key,
+                 categorical_covariate_keys=cat_keys, continuous_covariate_keys=cont_keys)
+    selection = None
+    try:
+        if n_top_genes is not None:
+            # Validate the full data first, so bad counts are reported before any selection.
+            setup_anndata(adata, model_name=model_name, **setup)
+            adata, selection = _select_genes(adata, int(n_top_genes), layer, batch_key, h5ad)
+        registry = setup_anndata(adata, model_name=model_name, **setup)
+    except RegistrationError as err:
+        raise StepError(f"{h5ad}: {err}") from err
+    if selection is not None:
+        registry["gene_selection"] = selection
+    Path(registry_out).parent.mkdir(parents=True, exist_ok=True)
+    registry_to_json(registry, registry_out)
+    s = registry["summary"]
+    log.info("registered %d cells x %d genes, %d batches, %d labels -> %s",
+             s["n_obs"], s["n_vars"], s["n_batch"], s["n_labels"], registry_out)
+    return registry
+
+
+def _select_genes(adata, n_top_genes: int, layer, batch_key, source):
+    """Subset ``adata`` to its ``n_top_genes`` highly variable genes (original gene order)."""
+    from snakevi.data.counts import get_count_matrix
+    from snakevi.steps.hvg import highly_variable_genes
+
+    if n_top_genes < 1 or n_top_genes > adata.n_vars:
+        raise StepError(
+            f"setup.n_top_genes={n_top_genes} but {source} has {adata.n_vars} genes; choose a value "
+            f"between 1 and {adata.n_vars}, or null to keep every gene."
+        )
+    X = get_count_matrix(adata, layer)
+    batches = None if batch_key is None else adata.obs[batch_key].astype(str).to_numpy()
+    result = highly_variable_genes(X, n_top_genes, batches)
+    keep = result["selected"]
+    sub = adata[:, keep].copy()
+    totals = np.asarray(get_count_matrix(sub, layer).sum(axis=1)).ravel()
+    empty = np.flatnonzero(totals == 0)
+    if empty.size:
+        raise StepError(
+            f"{source}: after keeping the {n_top_genes} most variable genes, {empty.size} cell(s) have "
+            f"zero counts (e.g. {list(sub.obs_names[empty[:5]])}). Raise setup.n_top_genes, or filter "
+            "those low-count cells from the dataset first."
+        )
+    log.info("kept %d highly variable genes of %d (seurat_v3-style, %d batch(es))",
+             n_top_genes, adata.n_vars, result["n_batches_used"])
+    selection = {
+        "method": "seurat_v3_counts_loess",
+        "n_top_genes": n_top_genes,
+        "batch_key": batch_key,
+        "n_vars_input": int(adata.n_vars),
+        "n_batches_used": int(result["n_batches_used"]),
+        "order": "n_batches descending, then median rank",
+    }
+    return sub, selection

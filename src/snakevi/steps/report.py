@@ -1,0 +1,215 @@
+"""Step 5, report: history + embedding -> plots and numbers a person wants to look at.
+
+``report/`` holds loss curves (train and validation) for the ELBO, the reconstruction loss and
+the KL divergence, a 2-D view of the latent space (its first two principal components, numpy
+only) coloured by batch and by label, and ``metrics.json``. :func:`summarize` gathers the
+``metrics.json`` of several runs into one TSV (``results/summary.tsv``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from snakevi.steps._io import StepError, atomic_path, write_json_atomic, write_text_atomic
+
+log = logging.getLogger(__name__)
+
+#: The files :func:`report` writes in its folder.
+REPORT_FILES = ("loss_elbo.png", "loss_reconstruction.png", "loss_kl.png", "latent_batch.png",
+                "latent_label.png", "metrics.json")
+#: (file, title, y label, history metric stem)
+_CURVES = (
+    ("loss_elbo.png", "ELBO", "negative ELBO per cell", "elbo"),
+    ("loss_reconstruction.png", "Reconstruction loss", "negative log-likelihood per cell", "reconstruction_loss"),
+    ("loss_kl.png", "KL divergence (local)", "KL(q(z|x) || p(z)) per cell", "kl_local"),
+)
+#: Columns of the summary table, in order (metrics absent for a run are left empty).
+SUMMARY_COLUMNS = ("run", "n_obs", "n_vars", "n_batch", "n_labels", "n_latent", "epochs", "elbo_train",
+                   "elbo_validation", "reconstruction_loss_train", "reconstruction_loss_validation",
+                   "kl_local_train", "kl_local_validation", "latent_key")
+
+
+def pca_2d(Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """First two principal components of ``Z`` (cells x dims) and their explained variance ratio.
+
+    Signs are fixed (largest loading positive) so the picture does not flip between runs.
+    """
+    Z = np.asarray(Z, dtype=np.float64)
+    centred = Z - Z.mean(axis=0)
+    _, s, vt = np.linalg.svd(centred, full_matrices=False)
+    k = min(2, vt.shape[0])
+    signs = np.sign(vt[np.arange(k), np.abs(vt[:k]).argmax(axis=1)])
+    signs[signs == 0] = 1
+    comps = vt[:k] * signs[:, None]
+    pcs = centred @ comps.T
+    if k < 2:  # a 1-D latent space: plot it against zero
+        pcs = np.column_stack([pcs, np.zeros(len(pcs))])
+    var = s**2
+    ratio = var[:2] / var.sum() if var.sum() > 0 else np.zeros(2)
+    return pcs, np.pad(ratio, (0, 2 - ratio.size))
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; never a window, also on machines without a display
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+
+
+def plot_curve(history: pd.DataFrame, stem: str, title: str, ylabel: str, run: str, path: Path) -> None:
+    """One loss curve figure: ``<stem>_train`` and ``<stem>_validation`` against epoch."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    drawn = 0
+    for split, style in (("train", "-"), ("validation", "--")):
+        col = f"{stem}_{split}"
+        if col in history.columns:
+            series = history[col].dropna()
+            if len(series):
+                ax.plot(series.index, series.to_numpy(), style, marker="o" if len(series) < 30 else None,
+                        markersize=3, label=split)
+                drawn += 1
+    if not drawn:
+        ax.text(0.5, 0.5, f"no {stem} values in the history", ha="center", va="center", transform=ax.transAxes)
+    ax.set_title(f"{title} — run {run}")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    if drawn:
+        ax.legend(title="cells")
+    _save(fig, path)
+    plt.close(fig)
+
+
+def plot_latent(pcs: np.ndarray, ratio: np.ndarray, values, what: str, key: str | None, run: str,
+                latent_key: str, path: Path) -> None:
+    """Scatter of the 2-D view, one colour per category of ``values``."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.5, 5))
+    # Draw cells in a seeded random order so that no category hides the others.
+    order = np.random.default_rng(0).permutation(len(pcs))
+    size = max(1.0, min(12.0, 20000.0 / max(len(pcs), 1)))
+    if key is None:
+        ax.scatter(pcs[order, 0], pcs[order, 1], s=size, color="tab:blue", linewidths=0)
+        ax.set_title(f"{latent_key}, PCA — run {run}\n(no {what} key registered)")
+    else:
+        cats = pd.Categorical(values)
+        cmap = plt.get_cmap("tab10" if len(cats.categories) <= 10 else "tab20")
+        colors = np.array([cmap(i % cmap.N) for i in range(len(cats.categories))])
+        codes = cats.codes[order]
+        ax.scatter(pcs[order, 0], pcs[order, 1], s=size, c=colors[codes], linewidths=0)
+        shown = list(cats.categories[:20])
+        handles = [plt.Line2D([], [], marker="o", linestyle="", color=colors[i], label=str(c))
+                   for i, c in enumerate(shown)]
+        extra = len(cats.categories) - len(shown)
+        ax.legend(handles=handles, title=f"{key}" + (f" (+{extra} more)" if extra > 0 else ""),
+                  bbox_to_anchor=(1.02, 1), loc="upper left", fontsize="small", markerscale=1.5)
+        ax.set_title(f"{latent_key}, PCA, coloured by {what} ({key}) — run {run}")
+    ax.set_xlabel(f"PC1 ({100 * ratio[0]:.1f}% of variance)")
+    ax.set_ylabel(f"PC2 ({100 * ratio[1]:.1f}% of variance)")
+    _save(fig, path)
+    plt.close(fig)
+
+
+def report(
+    history_csv: str | os.PathLike,
+    embedding_h5ad: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    run: str = "run",
+    latent_key: str = "X_scVI",
+) -> dict:
+    """Write the report folder of one run.
+
+    Parameters
+    ----------
+    history_csv
+        The train step's history (one row per epoch).
+    embedding_h5ad
+        The export step's AnnData (``obsm[latent_key]``; batch and labels keys are read from
+        its registry in ``uns``).
+    out_dir
+        Folder for the files in :data:`REPORT_FILES`.
+    run
+        Run name shown in titles and in ``metrics.json``.
+    latent_key
+        ``obsm`` key of the latent representation.
+
+    Returns
+    -------
+    dict
+        The metrics written to ``metrics.json``.
+    """
+    import anndata
+
+    from snakevi.data import get_registry
+
+    history = pd.read_csv(history_csv, index_col="epoch")
+    emb = anndata.read_h5ad(embedding_h5ad)
+    if latent_key not in emb.obsm:
+        raise StepError(
+            f"{embedding_h5ad} has no obsm[{latent_key!r}] (has {sorted(emb.obsm.keys())}); use the run's "
+            "export.latent_key."
+        )
+    registry = get_registry(emb)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, title, ylabel, stem in _CURVES:
+        plot_curve(history, stem, title, ylabel, run, out / name)
+    Z = np.asarray(emb.obsm[latent_key])
+    pcs, ratio = pca_2d(Z)
+    for what, field, name in (("batch", "batch", "latent_batch.png"), ("label", "labels", "latent_label.png")):
+        key = registry["fields"][field]["original_key"]
+        values = None if key is None else emb.obs[key].astype(str).to_numpy()
+        plot_latent(pcs, ratio, values, what, key, run, latent_key, out / name)
+    s = registry["summary"]
+    last = history.iloc[-1] if len(history) else pd.Series(dtype=float)
+
+    def final(col):
+        if col not in history.columns:
+            return None
+        series = history[col].dropna()
+        return float(series.iloc[-1]) if len(series) else None
+
+    metrics = {
+        "run": run,
+        "n_obs": int(s["n_obs"]),
+        "n_vars": int(s["n_vars"]),
+        "n_batch": int(s["n_batch"]),
+        "n_labels": int(s["n_labels"]),
+        "n_latent": int(Z.shape[1]),
+        "epochs": int(len(history)),
+        "latent_key": latent_key,
+        **{c: final(c) for c in SUMMARY_COLUMNS if c.endswith(("_train", "_validation"))},
+        "last_epoch": None if last.empty else int(history.index[-1]),
+    }
+    write_json_atomic(out / "metrics.json", metrics)
+    log.info("report for run %s -> %s", run, out)
+    return metrics
+
+
+def summarize(metrics_files: list[str | os.PathLike], summary_tsv: str | os.PathLike) -> pd.DataFrame:
+    """One row per run from the runs' ``metrics.json`` files, written as a TSV (atomically)."""
+    rows = []
+    for path in metrics_files:
+        try:
+            rows.append(json.loads(Path(path).read_text()))
+        except (OSError, ValueError) as err:
+            raise StepError(f"Could not read run metrics {path} ({err}); rerun that run's report step.") from err
+    table = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
+    table = table.sort_values("run", kind="stable").reset_index(drop=True)
+    write_text_atomic(summary_tsv, table.to_csv(sep="\t", index=False, na_rep=""))
+    return table

@@ -1,0 +1,243 @@
+"""Step 3, train: prepared arrays + registry + parameters -> ``model/`` and ``history.csv``.
+
+Checkpoints go to a folder outside the declared outputs (``results/{run}/checkpoints/`` in the
+workflow), so a killed or failed job resumes when it is run again. A checkpoint is reused only
+when it was written for the same *run fingerprint* (registry, prepared split and loader,
+model parameters, training parameters, seed); a folder written for another fingerprint is moved
+aside to ``<folder>.stale`` with a warning. The checkpoint folder also holds
+``history.live.csv``, rewritten after every epoch. On SIGTERM (what SLURM sends at a time limit or
+on preemption) training stops at the end of the current epoch, the checkpoint of that epoch is
+kept, and the step exits with an error saying to rerun.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import warnings
+from pathlib import Path
+
+from snakevi.steps._io import StepError, fingerprint, write_json_atomic, write_text_atomic
+
+log = logging.getLogger(__name__)
+
+#: Training parameters that go to the TrainingPlan (the rest go to ``model.train``).
+PLAN_KEYS = frozenset({
+    "optimizer", "lr", "weight_decay", "eps", "n_steps_kl_warmup", "n_epochs_kl_warmup",
+    "reduce_lr_on_plateau", "lr_factor", "lr_patience", "lr_threshold", "lr_scheduler_metric",
+    "lr_min", "max_kl_weight", "min_kl_weight",
+})
+#: Training parameters passed to ``SCVI.train``.
+TRAIN_KEYS = frozenset({
+    "max_epochs", "early_stopping", "early_stopping_monitor", "early_stopping_patience",
+    "early_stopping_min_delta", "early_stopping_warmup_epochs", "early_stopping_mode",
+    "check_val_every_n_epoch", "gradient_clip_val", "learning_rate_monitor",
+})
+FINGERPRINT_FILE = "fingerprint.json"
+LAST_CKPT = "last.ckpt"
+
+
+class TrainingInterrupted(RuntimeError):
+    """Training stopped on a signal after saving a checkpoint; rerunning resumes."""
+
+    expected = True  # logged without a traceback
+
+
+class _StopOnSignal:
+    """Callback: after SIGTERM/SIGINT, stop once the epoch's checkpoint is written.
+
+    It runs last (after ``ModelCheckpoint``, which is listed before it), so the checkpoint of
+    the interrupted epoch does not record the stop and a rerun resumes training.
+    """
+
+    runs_last = True
+    needs_validation = False
+
+    def __init__(self) -> None:
+        self.signal_name: str | None = None
+
+    def handler(self, signum, frame) -> None:  # noqa: ARG002 - signal handler signature
+        if self.signal_name is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now, without waiting for the epoch
+        self.signal_name = signal.Signals(signum).name
+
+    def on_train_epoch_end(self, trainer, plan) -> None:  # noqa: ARG002
+        if self.signal_name is not None:
+            trainer.should_stop = True
+            trainer.stop_reason = f"interrupted by {self.signal_name}"
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+class _LogEpochs:
+    """Callback: one log line per epoch, so a long job's log shows how far it got."""
+
+    def on_train_epoch_end(self, trainer, plan) -> None:  # noqa: ARG002
+        row = trainer.history[-1]
+        shown = ", ".join(f"{k} {row[k]:.4g}" for k in ("elbo_train", "elbo_validation") if k in row)
+        log.info("epoch %d/%d: %s", row["epoch"] + 1, trainer.max_epochs, shown)
+
+
+def split_train_params(train_params: dict) -> tuple[dict, dict]:
+    """``(train_kwargs, plan_kwargs)`` from the config's ``train`` section; unknown keys refused."""
+    unknown = sorted(set(train_params) - PLAN_KEYS - TRAIN_KEYS)
+    if unknown:
+        raise StepError(
+            f"Unknown training parameter(s) {unknown}; known: {sorted(PLAN_KEYS | TRAIN_KEYS)}. "
+            "Check the spelling in the run's 'train' section."
+        )
+    train_kwargs = {k: v for k, v in train_params.items() if k in TRAIN_KEYS}
+    plan_kwargs = {k: v for k, v in train_params.items() if k in PLAN_KEYS}
+    return train_kwargs, plan_kwargs
+
+
+def _resume_path(checkpoint_dir: Path, run_fp: str) -> Path | None:
+    """The checkpoint to resume from, or None; moves a checkpoint folder of another run aside."""
+    import json
+
+    if not checkpoint_dir.exists():
+        return None
+    stamp = checkpoint_dir / FINGERPRINT_FILE
+    have = None
+    if stamp.is_file():
+        try:
+            have = json.loads(stamp.read_text()).get("fingerprint")
+        except (ValueError, OSError):
+            have = None
+    if have == run_fp:
+        last = checkpoint_dir / LAST_CKPT
+        return last if last.is_file() else None
+    if any(checkpoint_dir.iterdir()):
+        stale = checkpoint_dir.with_name(checkpoint_dir.name + ".stale")
+        shutil.rmtree(stale, ignore_errors=True)
+        os.replace(checkpoint_dir, stale)
+        warnings.warn(
+            f"{checkpoint_dir} holds checkpoints of a run with other data or parameters; moved it to "
+            f"{stale} and training starts from scratch.",
+            UserWarning,
+            stacklevel=3,
+        )
+    else:
+        checkpoint_dir.rmdir()
+    return None
+
+
+def train(
+    prepared_dir: str | os.PathLike,
+    registry_json: str | os.PathLike,
+    model_out: str | os.PathLike,
+    history_out: str | os.PathLike,
+    *,
+    checkpoint_dir: str | os.PathLike | None = None,
+    model_params: dict | None = None,
+    train_params: dict | None = None,
+    seed: int = 0,
+    accelerator: str = "auto",
+    threads: int | None = None,
+    enable_progress_bar: bool = False,
+):
+    """Train scVI on a prepared folder and save the model and its history.
+
+    Parameters
+    ----------
+    prepared_dir, registry_json
+        Outputs of the prepare and register steps.
+    model_out
+        Model folder to write (``SCVI.save``; read back with ``SCVI.load``).
+    history_out
+        Per-epoch metrics as CSV (one row per epoch, scvi-tools' metric names).
+    checkpoint_dir
+        Where checkpoints go (default: ``checkpoints/`` beside ``model_out``); not an output.
+    model_params
+        ``SCVI`` constructor parameters (``n_latent``, ``n_hidden``, ``gene_likelihood``, ...).
+    train_params
+        Training parameters: ``max_epochs``, early stopping, ``check_val_every_n_epoch``,
+        ``gradient_clip_val`` and the TrainingPlan's (``lr``, ``weight_decay``,
+        ``n_epochs_kl_warmup``, ``reduce_lr_on_plateau``, ...).
+    seed
+        Seed of the weights, dropout and minibatch order (the split was fixed by prepare).
+    accelerator
+        ``"cpu"``, ``"cuda"``/``"gpu"`` or ``"auto"``.
+    threads
+        torch CPU threads (``None``: torch's default).
+
+    Returns
+    -------
+    SCVI
+        The trained model.
+    """
+    import torch
+
+    from snakevi.data import registry_from_json
+    from snakevi.data.prepared import load_prepared, read_loader_spec, read_split
+    from snakevi.model import SCVI
+    from snakevi.train import CSVLogger, ModelCheckpoint
+
+    model_params = dict(model_params or {})
+    train_params = dict(train_params or {})
+    train_kwargs, plan_kwargs = split_train_params(train_params)
+    if threads:
+        torch.set_num_threads(int(threads))
+    registry = registry_from_json(registry_json)
+    spec = read_loader_spec(prepared_dir)
+    data = load_prepared(prepared_dir, registry)
+    split = read_split(prepared_dir)
+    run_fp = fingerprint(spec["registry_sha256"], spec["loader"], spec.get("split_sizes"), model_params,
+                         train_params, int(seed))
+    ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else Path(model_out).parent / "checkpoints"
+    ckpt_path = _resume_path(ckpt_dir, run_fp)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(ckpt_dir / FINGERPRINT_FILE, {"fingerprint": run_fp, "model_params": model_params,
+                                                   "train_params": train_params, "seed": int(seed)})
+    if ckpt_path is not None:
+        log.info("resuming from %s", ckpt_path)
+    try:
+        model = SCVI(data, seed=int(seed), **model_params)
+    except TypeError as err:
+        raise StepError(f"Invalid model parameter: {err}. Check the run's 'model' section.") from err
+
+    stopper = _StopOnSignal()
+    previous = {}
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            previous[sig] = signal.signal(sig, stopper.handler)
+        except ValueError:  # not the main thread: leave signals alone
+            pass
+    try:
+        model.train(
+            external_indexing=split,
+            batch_size=int(spec["loader"]["batch_size"]),
+            seed=int(seed),
+            accelerator=accelerator,
+            plan_kwargs=plan_kwargs,
+            callbacks=[
+                _LogEpochs(),
+                # The history so far, for people watching a long run (history.csv comes at the end).
+                CSVLogger(ckpt_dir / "history.live.csv"),
+                ModelCheckpoint(str(ckpt_dir), save_last=True, save_best=False),
+                stopper,
+            ],
+            enable_progress_bar=enable_progress_bar,
+            ckpt_path=None if ckpt_path is None else str(ckpt_path),
+            **train_kwargs,
+        )
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if stopper.signal_name is not None:
+        raise TrainingInterrupted(
+            f"Training received {stopper.signal_name} and stopped after epoch {len(model.history)}; the "
+            f"checkpoint is in {ckpt_dir / LAST_CKPT}. Run the same step again (snakemake: rerun the "
+            "workflow) to resume from it."
+        )
+    model.save(model_out, overwrite=True)
+    history = model.history.copy()
+    write_text_atomic(history_out, history.to_csv(index_label="epoch"))
+    log.info("trained %d epochs -> %s, %s", len(history), model_out, history_out)
+    return model

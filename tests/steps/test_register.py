@@ -1,0 +1,86 @@
+"""register: .h5ad -> registry.json, with clear errors and no output on failure."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from snakevi.steps import StepError, register
+
+
+def file_sha256(path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_register_writes_the_registry_and_leaves_the_input_unchanged(tiny_h5ad, tmp_path):
+    before = file_sha256(tiny_h5ad)
+    reg = register(tiny_h5ad, tmp_path / "r" / "registry.json", batch_key="batch", labels_key="label")
+    assert file_sha256(tiny_h5ad) == before
+    on_disk = json.loads((tmp_path / "r" / "registry.json").read_text())
+    assert on_disk == reg
+    assert reg["summary"]["n_obs"] == 300 and reg["summary"]["n_vars"] == 60
+    assert reg["summary"]["n_batch"] == 2 and reg["summary"]["n_labels"] == 3
+    assert "gene_selection" not in reg
+
+
+def test_n_top_genes_selects_and_records_genes(tiny_h5ad, tmp_path):
+    reg = register(tiny_h5ad, tmp_path / "registry.json", batch_key="batch", n_top_genes=25)
+    genes = reg["fields"]["X"]["column_names"]
+    assert reg["summary"]["n_vars"] == 25 and len(genes) == 25
+    assert reg["gene_selection"]["n_top_genes"] == 25
+    assert reg["gene_selection"]["n_vars_input"] == 60
+    assert reg["gene_selection"]["batch_key"] == "batch"
+    # Original gene order is kept.
+    all_genes = [f"gene{i}" for i in range(60)]
+    assert genes == [g for g in all_genes if g in set(genes)]
+
+
+def test_missing_batch_key_names_the_key_and_writes_nothing(tiny_h5ad, tmp_path):
+    out = tmp_path / "registry.json"
+    with pytest.raises(StepError, match="donor") as err:
+        register(tiny_h5ad, out, batch_key="donor")
+    assert "batch" in str(err.value)  # lists the columns that exist
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_n_top_genes_above_n_vars_is_refused(tiny_h5ad, tmp_path):
+    with pytest.raises(StepError, match="n_top_genes=61"):
+        register(tiny_h5ad, tmp_path / "registry.json", n_top_genes=61)
+    assert not (tmp_path / "registry.json").exists()
+
+
+def test_a_file_that_is_not_h5ad_is_refused(tmp_path):
+    bad = tmp_path / "counts.csv"
+    bad.write_text("cell,gene1\nc1,3\n")
+    with pytest.raises(StepError, match="not an .h5ad file"):
+        register(bad, tmp_path / "registry.json")
+
+
+def test_a_truncated_h5ad_is_refused(tiny_h5ad, tmp_path):
+    cut = tmp_path / "cut.h5ad"
+    data = tiny_h5ad.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(StepError, match="truncated or corrupted"):
+        register(cut, tmp_path / "registry.json")
+
+
+def test_a_missing_file_is_refused(tmp_path):
+    with pytest.raises(StepError, match="does not exist"):
+        register(tmp_path / "nope.h5ad", tmp_path / "registry.json")
+
+
+def test_non_count_values_are_refused_naming_the_cell(tmp_path):
+    from snakevi.data import simulate
+
+    adata = simulate(n_cells=50, n_genes=10, seed=0)
+    adata.X = adata.X.toarray()
+    adata.X[3, 4] = 1.5
+    path = tmp_path / "bad.h5ad"
+    adata.write_h5ad(path)
+    with pytest.raises(StepError, match=str(adata.obs_names[3])):
+        register(path, tmp_path / "registry.json")
+    assert not np.isnan(adata.X).any()

@@ -1,0 +1,133 @@
+"""train -> export -> report on tiny data: outputs, exact resume, stale checkpoints, reload."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import shutil
+
+import anndata
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from snakevi.model import SCVI
+from snakevi.model.bundle import read_bundle
+from snakevi.steps import StepError, export, report, summarize, train
+from snakevi.steps.report import REPORT_FILES
+
+MODEL = {"n_latent": 3, "n_hidden": 16}
+TRAIN = {"max_epochs": 3, "check_val_every_n_epoch": 1, "lr": 0.01}
+METRICS = ["train_loss", "elbo_train", "reconstruction_loss_train", "kl_local_train", "kl_weight",
+           "validation_loss", "elbo_validation", "reconstruction_loss_validation", "kl_local_validation"]
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_registered, tmp_path_factory):
+    h5ad, registry_json, prepared = tiny_registered
+    out = tmp_path_factory.mktemp("trained")
+    train(prepared, registry_json, out / "model", out / "history.csv", model_params=MODEL, train_params=TRAIN,
+          seed=3, accelerator="cpu")
+    return h5ad, registry_json, prepared, out
+
+
+def _weights(model_dir):
+    return read_bundle(model_dir)[0]
+
+
+def test_train_writes_model_history_and_checkpoint(trained):
+    _, _, _, out = trained
+    history = pd.read_csv(out / "history.csv", index_col="epoch")
+    assert list(history.index) == [0, 1, 2]
+    assert set(METRICS) <= set(history.columns)
+    assert history[METRICS].notna().all().all()
+    assert (out / "model" / "model.pt").is_file() and (out / "model" / "model.json").is_file()
+    assert (out / "checkpoints" / "last.ckpt").is_file()
+    stamp = json.loads((out / "checkpoints" / "fingerprint.json").read_text())
+    assert stamp["train_params"] == TRAIN and stamp["seed"] == 3
+
+
+def test_sigterm_stops_after_a_checkpoint_and_a_rerun_resumes_exactly(trained, tmp_path, monkeypatch):
+    steps_train = importlib.import_module("snakevi.steps.train")  # the module, not the function
+
+    _, registry_json, prepared, out = trained
+    # Deliver the "signal" before the first epoch ends: training stops after epoch 0.
+    original_init = steps_train._StopOnSignal.__init__
+
+    def signalled(self):
+        original_init(self)
+        self.signal_name = "SIGTERM"
+
+    monkeypatch.setattr(steps_train._StopOnSignal, "__init__", signalled)
+    with pytest.raises(steps_train.TrainingInterrupted, match="SIGTERM.*Run the same step again"):
+        train(prepared, registry_json, tmp_path / "model", tmp_path / "history.csv", model_params=MODEL,
+              train_params=TRAIN, seed=3, accelerator="cpu")
+    assert not (tmp_path / "model").exists() and not (tmp_path / "history.csv").exists()
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["epoch"] == 1 and not ckpt["should_stop"]
+    monkeypatch.setattr(steps_train._StopOnSignal, "__init__", original_init)
+    train(prepared, registry_json, tmp_path / "model", tmp_path / "history.csv", model_params=MODEL,
+          train_params=TRAIN, seed=3, accelerator="cpu")
+    resumed, uninterrupted = _weights(tmp_path / "model"), _weights(out / "model")
+    assert resumed.keys() == uninterrupted.keys()
+    for key in resumed:
+        assert torch.equal(resumed[key], uninterrupted[key]), key
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "history.csv"), pd.read_csv(out / "history.csv"))
+
+
+def test_checkpoints_of_another_run_are_moved_aside(trained, tmp_path):
+    _, registry_json, prepared, out = trained
+    shutil.copytree(out / "checkpoints", tmp_path / "checkpoints")
+    with pytest.warns(UserWarning, match="other data or parameters"):
+        train(prepared, registry_json, tmp_path / "model", tmp_path / "history.csv", model_params=MODEL,
+              train_params={**TRAIN, "max_epochs": 1}, seed=3, accelerator="cpu")
+    assert (tmp_path / "checkpoints.stale" / "last.ckpt").is_file()
+    assert len(pd.read_csv(tmp_path / "history.csv")) == 1
+
+
+def test_unknown_train_parameter_is_refused(trained, tmp_path):
+    _, registry_json, prepared, _ = trained
+    with pytest.raises(StepError, match="max_epoch"):
+        train(prepared, registry_json, tmp_path / "model", tmp_path / "h.csv", train_params={"max_epoch": 2})
+    assert not (tmp_path / "model").exists()
+
+
+def test_export_writes_the_embedding_and_the_model_reloads_to_the_same_latent(trained, tmp_path):
+    h5ad, registry_json, _, out = trained
+    emb_path = tmp_path / "embedding.h5ad"
+    export(out / "model", h5ad, emb_path, latent_key="X_lat", normalized_layer="scvi_norm")
+    emb = anndata.read_h5ad(emb_path)
+    registry = json.loads(registry_json.read_text())
+    assert emb.shape == (300, 50)
+    assert list(emb.var_names) == registry["fields"]["X"]["column_names"]
+    assert list(emb.obs.columns) == list(anndata.read_h5ad(h5ad).obs.columns)
+    assert emb.obsm["X_lat"].shape == (300, 3)
+    norm = emb.layers["scvi_norm"]
+    np.testing.assert_allclose(norm.sum(axis=1), 1e4, rtol=1e-3)
+    model = SCVI.load(out / "model", emb)
+    np.testing.assert_allclose(model.get_latent_representation(), emb.obsm["X_lat"], rtol=1e-5, atol=1e-6)
+
+
+def test_report_writes_every_file_and_the_summary_row(trained, tmp_path):
+    h5ad, _, _, out = trained
+    export(out / "model", h5ad, tmp_path / "embedding.h5ad")
+    metrics = report(out / "history.csv", tmp_path / "embedding.h5ad", tmp_path / "report", run="tiny")
+    for name in REPORT_FILES:
+        path = tmp_path / "report" / name
+        assert path.is_file() and path.stat().st_size > 0, name
+        if name.endswith(".png"):
+            assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert metrics["run"] == "tiny" and metrics["epochs"] == 3 and metrics["n_latent"] == 3
+    assert metrics["elbo_validation"] == pytest.approx(pd.read_csv(out / "history.csv")["elbo_validation"].iloc[-1])
+    table = summarize([tmp_path / "report" / "metrics.json"], tmp_path / "summary.tsv")
+    back = pd.read_csv(tmp_path / "summary.tsv", sep="\t")
+    assert list(back["run"]) == ["tiny"] and len(table) == 1
+    assert back.loc[0, "n_obs"] == 300 and back.loc[0, "n_vars"] == 50
+
+
+def test_report_refuses_a_missing_latent_key(trained, tmp_path):
+    h5ad, _, _, out = trained
+    export(out / "model", h5ad, tmp_path / "embedding.h5ad")
+    with pytest.raises(StepError, match="X_other"):
+        report(out / "history.csv", tmp_path / "embedding.h5ad", tmp_path / "report", latent_key="X_other")

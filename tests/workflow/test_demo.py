@@ -1,0 +1,126 @@
+"""The workflow on the (tiny) demo config: artifacts, up-to-date reruns, targeted reruns, config errors."""
+
+from __future__ import annotations
+
+import json
+
+import anndata
+import pandas as pd
+import pytest
+import yaml
+
+from wf_helpers import REPO, planned_jobs, snakemake, write_config
+
+REPORT_FILES = ["loss_elbo.png", "loss_reconstruction.png", "loss_kl.png", "latent_batch.png",
+                "latent_label.png", "metrics.json"]
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory, demo_config):
+    workdir = tmp_path_factory.mktemp("demo")
+    write_config(workdir, demo_config)
+    snakemake(workdir, "--cores", "2")
+    return workdir
+
+
+def test_every_artifact_is_written(demo_run):
+    run = demo_run / "results" / "demo"
+    registry = json.loads((run / "registry.json").read_text())
+    assert registry["summary"]["n_vars"] == 100 and registry["gene_selection"]["n_top_genes"] == 100
+    assert (run / "prepared" / "loader.json").is_file()
+    assert (run / "model" / "model.pt").is_file()
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    emb = anndata.read_h5ad(run / "embedding.h5ad")
+    assert emb.obsm["X_scVI"].shape == (400, 4)
+    assert emb.layers["scvi_normalized"].shape == (400, 100)
+    history = pd.read_csv(run / "history.csv")
+    assert len(history) == 2 and {"elbo_train", "elbo_validation"} <= set(history.columns)
+    for name in REPORT_FILES:
+        assert (run / "report" / name).stat().st_size > 0
+    for rule in ("register", "prepare", "train", "export", "report"):
+        assert (run / "logs" / f"{rule}.log").is_file()
+        assert (run / "benchmarks" / f"{rule}.tsv").is_file()
+    assert "finished" in (run / "logs" / "train.log").read_text()
+    summary = pd.read_csv(demo_run / "results" / "summary.tsv", sep="\t")
+    assert list(summary["run"]) == ["demo"] and summary.loc[0, "epochs"] == 2
+
+
+def test_a_second_run_with_nothing_changed_runs_no_job(demo_run):
+    out = snakemake(demo_run, "--cores", "2", "-n")
+    assert planned_jobs(out.stdout) == {}
+    assert "Nothing to be done" in out.stdout + out.stderr
+
+
+def test_changing_a_train_parameter_reruns_train_and_downstream_only(demo_run):
+    extra = write_config(demo_run, {"runs": {"demo": {"train": {"max_epochs": 3}}}}, name="extra.yaml")
+    out = snakemake(demo_run, "--cores", "2", "-n", "--configfile", str(demo_run / "config" / "config.yaml"), str(extra))
+    assert planned_jobs(out.stdout) == {"train": 1, "export": 1, "report": 1, "summary": 1, "all": 1}
+
+
+def test_unknown_config_key_is_rejected_naming_it(tmp_path, demo_config):
+    bad = json.loads(json.dumps(demo_config))
+    bad["runs"]["demo"]["train"]["max_epoch"] = 3
+    write_config(tmp_path, bad)
+    out = snakemake(tmp_path, "--cores", "1", "-n", check=False)
+    assert out.returncode != 0
+    assert "Invalid config at runs.demo.train: Additional properties are not allowed ('max_epoch' was unexpected)" \
+        in out.stdout + out.stderr
+
+
+def test_wrong_type_is_rejected_naming_the_key(tmp_path, demo_config):
+    bad = json.loads(json.dumps(demo_config))
+    bad["runs"]["demo"]["model"]["n_latent"] = "ten"
+    write_config(tmp_path, bad)
+    out = snakemake(tmp_path, "--cores", "1", "-n", check=False)
+    assert out.returncode != 0
+    assert "Invalid config at runs.demo.model.n_latent: 'ten' is not of type 'integer'" in out.stdout + out.stderr
+
+
+def test_several_runs_are_planned_side_by_side(tmp_path):
+    runs = {f"latent{n}": {"dataset": "resources/demo.h5ad", "model": {"n_latent": n}} for n in (5, 10, 20)}
+    write_config(tmp_path, {"runs": runs})
+    out = snakemake(tmp_path, "--cores", "2", "-n")
+    jobs = planned_jobs(out.stdout)
+    assert jobs["simulate"] == 1 and jobs["train"] == 3 and jobs["report"] == 3 and jobs["summary"] == 1
+
+
+def test_lint_and_snakefmt_are_clean():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    bindir = Path(sys.executable).parent
+    lint = subprocess.run([str(bindir / "snakemake"), "--lint"], cwd=REPO, capture_output=True, text=True)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    fmt = subprocess.run([str(bindir / "snakefmt"), "--check", "Snakefile", "workflow/"], cwd=REPO,
+                         capture_output=True, text=True)
+    assert fmt.returncode == 0, fmt.stdout + fmt.stderr
+
+
+def test_the_shipped_config_is_valid_and_plans_the_whole_demo(tmp_path):
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    write_config(tmp_path, config)
+    out = snakemake(tmp_path, "--cores", "2", "-n")
+    assert planned_jobs(out.stdout) == {"simulate": 1, "register": 1, "prepare": 1, "train": 1, "export": 1,
+                                        "report": 1, "summary": 1, "all": 1}
+
+
+def test_select_runs_builds_only_the_named_runs(tmp_path):
+    runs = {name: {"dataset": "resources/demo.h5ad"} for name in ("a", "b")}
+    write_config(tmp_path, {"runs": runs, "select_runs": ["b"]})
+    out = snakemake(tmp_path, "--cores", "2", "-n")
+    assert planned_jobs(out.stdout)["train"] == 1
+    assert "results/b/model" in out.stdout and "results/a/" not in out.stdout
+    write_config(tmp_path, {"runs": runs, "select_runs": ["c"]})
+    out = snakemake(tmp_path, "--cores", "2", "-n", check=False)
+    assert out.returncode != 0 and "select_runs: ['c'] not among the runs ['a', 'b']" in out.stdout + out.stderr
+
+
+def test_gpu_resource_only_for_runs_that_ask(tmp_path):
+    runs = {"cpu": {"dataset": "resources/demo.h5ad"},
+            "gpu": {"dataset": "resources/demo.h5ad", "resources": {"gpu": 1}}}
+    write_config(tmp_path, {"runs": runs})
+    out = snakemake(tmp_path, "--cores", "2", "-n").stdout
+    blocks = {block.split("output: ")[1].split("/")[1]: block for block in out.split("rule train:")[1:]}
+    assert "gpu=1" in blocks["gpu"]
+    assert "gpu" not in blocks["cpu"].split("resources:")[1].splitlines()[0]

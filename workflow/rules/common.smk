@@ -1,0 +1,104 @@
+# Config validation and the lookups shared by every step: one small function per question.
+import re
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+
+def config_error(err):
+    """One readable line for a schema violation: where in the config, what, and where to look.
+
+    Snakemake's message holds the whole schema; keep jsonschema's one-line reason and the
+    path of the offending entry ("On instance['runs']['demo']['train']").
+    """
+    text = str(err)
+    reason = re.search(r"ValidationError: (.*)", text)
+    where = re.search(r"On instance((?:\[[^\]]*\])*)", text)
+    if reason is None:
+        return text
+    path = re.findall(r"\['?([^\]']*)'?\]", where.group(1)) if where else []
+    return (
+        f"Invalid config at {'.'.join(path) or 'the top level'}: {reason.group(1)}. "
+        "config/README.md lists every key with its type and default."
+    )
+
+
+try:
+    validate(config, "../schemas/config.schema.yaml")
+except WorkflowError as err:
+    raise WorkflowError(config_error(err)) from None
+
+
+def selected_runs():
+    """The runs to build: config["select_runs"] (checked against config["runs"]) or all of them."""
+    chosen = config["select_runs"]
+    if chosen is None:
+        return sorted(config["runs"])
+    unknown = [name for name in chosen if name not in config["runs"]]
+    if unknown:
+        raise WorkflowError(
+            f"Invalid config at select_runs: {unknown} not among the runs {sorted(config['runs'])}."
+        )
+    return sorted(chosen)
+
+
+RUNS = selected_runs()
+
+
+def run_config(wildcards):
+    """The validated config of the run named by the job's ``run`` wildcard."""
+    return config["runs"][wildcards.run]
+
+
+def dataset(wildcards):
+    """Input .h5ad of a run."""
+    return run_config(wildcards)["dataset"]
+
+
+def run_threads(wildcards):
+    return run_config(wildcards)["resources"]["threads"]
+
+
+def run_mem_mb(wildcards):
+    return run_config(wildcards)["resources"]["mem_mb"]
+
+
+def run_runtime(wildcards):
+    return run_config(wildcards)["resources"]["runtime"]
+
+
+def run_gpu(wildcards):
+    """GPUs a run asks for; None (no gpu resource at all) for CPU runs."""
+    return run_config(wildcards)["resources"]["gpu"] or None
+
+
+def run_accelerator(wildcards):
+    return "cuda" if run_config(wildcards)["resources"]["gpu"] > 0 else "cpu"
+
+
+def train_conda_env(wildcards):
+    """The CUDA environment for runs that ask for a GPU, the CPU one otherwise."""
+    gpu = run_config(wildcards)["resources"]["gpu"] > 0
+    return "../../envs/snakevi-cuda.yaml" if gpu else "../../envs/snakevi-cpu.yaml"
+
+
+REPORT_FILES = [
+    "loss_elbo.png",
+    "loss_reconstruction.png",
+    "loss_kl.png",
+    "latent_batch.png",
+    "latent_label.png",
+    "metrics.json",
+]
+
+
+def all_targets():
+    """Every final artifact: per run the embedding, model and report, plus the summary."""
+    targets = ["results/summary.tsv"]
+    for run in RUNS:
+        targets += [
+            f"results/{run}/embedding.h5ad",
+            f"results/{run}/model",
+        ]
+        targets += [f"results/{run}/report/{name}" for name in REPORT_FILES]
+    return targets

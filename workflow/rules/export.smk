@@ -1,0 +1,21 @@
+# The embedding (obsm[latent_key], optional normalized layer) of every cell.
+rule export:
+    input:
+        model="results/{run}/model",
+        h5ad=dataset,
+    output:
+        embedding="results/{run}/embedding.h5ad",
+    log:
+        "results/{run}/logs/export.log",
+    benchmark:
+        "results/{run}/benchmarks/export.tsv"
+    conda:
+        "../../envs/snakevi-cpu.yaml"
+    threads: run_threads
+    resources:
+        mem_mb=run_mem_mb,
+        runtime=run_runtime,
+    params:
+        export=lambda wildcards: run_config(wildcards)["export"],
+    script:
+        "../../scripts/export.py"

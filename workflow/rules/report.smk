@@ -1,0 +1,80 @@
+# Plots and numbers per run (registered for `snakemake --report`), and one summary table.
+rule report:
+    input:
+        history="results/{run}/history.csv",
+        embedding="results/{run}/embedding.h5ad",
+    output:
+        elbo=report(
+            "results/{run}/report/loss_elbo.png",
+            caption="../report/loss_curves.rst",
+            category="{run}",
+            subcategory="Training curves",
+            labels={"run": "{run}", "figure": "ELBO"},
+        ),
+        reconstruction=report(
+            "results/{run}/report/loss_reconstruction.png",
+            caption="../report/loss_curves.rst",
+            category="{run}",
+            subcategory="Training curves",
+            labels={"run": "{run}", "figure": "reconstruction loss"},
+        ),
+        kl=report(
+            "results/{run}/report/loss_kl.png",
+            caption="../report/loss_curves.rst",
+            category="{run}",
+            subcategory="Training curves",
+            labels={"run": "{run}", "figure": "KL divergence"},
+        ),
+        latent_batch=report(
+            "results/{run}/report/latent_batch.png",
+            caption="../report/latent.rst",
+            category="{run}",
+            subcategory="Latent space",
+            labels={"run": "{run}", "figure": "by batch"},
+        ),
+        latent_label=report(
+            "results/{run}/report/latent_label.png",
+            caption="../report/latent.rst",
+            category="{run}",
+            subcategory="Latent space",
+            labels={"run": "{run}", "figure": "by label"},
+        ),
+        metrics="results/{run}/report/metrics.json",
+    log:
+        "results/{run}/logs/report.log",
+    benchmark:
+        "results/{run}/benchmarks/report.tsv"
+    conda:
+        "../../envs/snakevi-cpu.yaml"
+    threads: 1
+    resources:
+        mem_mb=run_mem_mb,
+        runtime=run_runtime,
+    params:
+        run="{run}",
+        latent_key=lambda wildcards: run_config(wildcards)["export"]["latent_key"],
+    script:
+        "../../scripts/report.py"
+
+
+rule summary:
+    input:
+        metrics=expand("results/{run}/report/metrics.json", run=RUNS),
+    output:
+        summary=report(
+            "results/summary.tsv",
+            caption="../report/summary.rst",
+            category="Summary",
+        ),
+    log:
+        "logs/summary.log",
+    benchmark:
+        "logs/benchmarks/summary.tsv"
+    conda:
+        "../../envs/snakevi-cpu.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    script:
+        "../../scripts/summary.py"

@@ -1,0 +1,18 @@
+# The demo dataset (config["simulate"]); used by runs whose dataset is resources/demo.h5ad.
+rule simulate:
+    output:
+        h5ad="resources/demo.h5ad",
+    log:
+        "logs/simulate.log",
+    benchmark:
+        "logs/benchmarks/simulate.tsv"
+    conda:
+        "../../envs/snakevi-cpu.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        simulate=config["simulate"],
+    script:
+        "../../scripts/simulate.py"

@@ -1,0 +1,28 @@
+# Train scVI. Checkpoints go to results/{run}/checkpoints/, which is not an output: Snakemake
+# deletes the outputs of a failed job, and the checkpoint must survive to resume from.
+rule train:
+    input:
+        prepared="results/{run}/prepared",
+        registry="results/{run}/registry.json",
+    output:
+        model=directory("results/{run}/model"),
+        history="results/{run}/history.csv",
+    log:
+        "results/{run}/logs/train.log",
+    benchmark:
+        "results/{run}/benchmarks/train.tsv"
+    conda:
+        train_conda_env
+    threads: run_threads
+    resources:
+        mem_mb=run_mem_mb,
+        runtime=run_runtime,
+        gpu=run_gpu,
+    params:
+        model=lambda wildcards: run_config(wildcards)["model"],
+        train=lambda wildcards: run_config(wildcards)["train"],
+        seed=lambda wildcards: run_config(wildcards)["seed"],
+        accelerator=run_accelerator,
+        checkpoint_dir="results/{run}/checkpoints",
+    script:
+        "../../scripts/train.py"
