@@ -24,6 +24,12 @@ include: "workflow/rules/export.smk"
 include: "workflow/rules/report.smk"
 
 
+# Jobs of a second or two: on a cluster they run where snakemake runs, not as cluster jobs.
+localrules:
+    simulate,
+    summary,
+
+
 rule all:
     default_target: True
     input:

@@ -13,12 +13,18 @@ REPO = Path(__file__).resolve().parents[2]
 SNAKEFILE = REPO / "Snakefile"
 
 
-def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run ``snakemake -s <repo>/Snakefile -d workdir ARGS`` with this Python's environment."""
+def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 600, snakefile: Path = SNAKEFILE,
+              env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run ``snakemake -s SNAKEFILE -d workdir ARGS`` with this Python's environment (plus ``env``).
+
+    The command runs from ``workdir``, so relative paths in ARGS are relative to it.
+    """
     exe = Path(sys.executable).with_name("snakemake")
-    cmd = [str(exe), "-s", str(SNAKEFILE), "-d", str(workdir), *args]
-    env = {**os.environ, "PYTHONWARNINGS": "ignore::DeprecationWarning"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    cmd = [str(exe), "-s", str(snakefile), "-d", str(workdir), *args]
+    # Cluster jobs find this environment's python and snakemake on PATH.
+    path = f"{exe.parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    env = {**os.environ, "PATH": path, "PYTHONWARNINGS": "ignore::DeprecationWarning", **(env or {})}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=workdir)
     if check and proc.returncode != 0:
         raise AssertionError(
             f"{' '.join(cmd)} exited {proc.returncode}\n--- stdout\n{proc.stdout[-5000:]}\n--- stderr\n{proc.stderr[-8000:]}"

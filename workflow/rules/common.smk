@@ -1,4 +1,5 @@
 # Config validation and the lookups shared by every step: one small function per question.
+import os
 import re
 
 from snakemake.exceptions import WorkflowError
@@ -51,8 +52,12 @@ def run_config(wildcards):
 
 
 def dataset(wildcards):
-    """Input .h5ad of a run."""
-    return run_config(wildcards)["dataset"]
+    """Input .h5ad of a run, as written in the config.
+
+    ``local()`` keeps the path as the user wrote it when this workflow is used as a module
+    with ``prefix:`` (which would otherwise move every relative input under the prefix).
+    """
+    return local(run_config(wildcards)["dataset"])
 
 
 def run_threads(wildcards):
@@ -102,3 +107,8 @@ def all_targets():
         ]
         targets += [f"results/{run}/report/{name}" for name in REPORT_FILES]
     return targets
+
+
+def checkpoint_dir(output):
+    """results/{run}/checkpoints, next to the train job's history.csv (prefixed in modules)."""
+    return os.path.join(os.path.dirname(output.history), "checkpoints")

@@ -1,7 +1,8 @@
 # The demo dataset (config["simulate"]); used by runs whose dataset is resources/demo.h5ad.
 rule simulate:
     output:
-        h5ad="resources/demo.h5ad",
+        # local(): the path the demo config names, also under a module's prefix (see dataset()).
+        h5ad=local("resources/demo.h5ad"),
     log:
         "logs/simulate.log",
     benchmark:

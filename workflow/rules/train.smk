@@ -23,6 +23,7 @@ rule train:
         train=lambda wildcards: run_config(wildcards)["train"],
         seed=lambda wildcards: run_config(wildcards)["seed"],
         accelerator=run_accelerator,
-        checkpoint_dir="results/{run}/checkpoints",
+        # Beside the outputs (so under a module's prefix too), but not an output itself.
+        checkpoint_dir=lambda wildcards, output: checkpoint_dir(output),
     script:
         "../../scripts/train.py"

@@ -136,6 +136,7 @@ class BaseModelClass:
         gradient_clip_val: float | None = None,
         learning_rate_monitor: bool = False,
         seed: int | None = None,
+        deterministic: bool = False,
         plan_kwargs: dict | None = None,
         callbacks: list | None = None,
         enable_progress_bar: bool = True,
@@ -171,6 +172,9 @@ class BaseModelClass:
             Log ``lr-<Optimizer>`` every epoch (on automatically with ``reduce_lr_on_plateau``).
         seed
             Seed for the split, shuffling and dropout; defaults to the model's ``seed``.
+        deterministic
+            Ask torch/cuDNN for deterministic kernels while training (``Trainer(deterministic=...)``);
+            matters on GPUs only (see the README's "Reproducibility").
         plan_kwargs
             Passed to :class:`~snakevi.train.TrainingPlan` (``lr``, ``weight_decay``,
             ``n_epochs_kl_warmup``, ``reduce_lr_on_plateau``, ...).
@@ -236,6 +240,7 @@ class BaseModelClass:
             callbacks=all_callbacks,
             enable_progress_bar=enable_progress_bar,
             seed=seed,
+            deterministic=deterministic,
         )
         val_loader = splitter.val_dataloader() if len(splitter.val_idx) > 0 else None
         self.module.train()

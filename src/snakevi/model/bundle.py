@@ -53,6 +53,32 @@ def write_bundle(dir_path: str | os.PathLike, state_dict: dict, meta: dict, *, o
     return target
 
 
+def read_meta(dir_path: str | os.PathLike) -> dict:
+    """The ``model.json`` of a model bundle (checked like in :func:`read_bundle`), without the weights.
+
+    Cheap (no torch import): enough to check data against the model's registry before loading it.
+    """
+    directory = Path(dir_path)
+    meta_path, weights_path = directory / META_FILE, directory / WEIGHTS_FILE
+    for path in (meta_path, weights_path):
+        if not path.is_file():
+            raise ModelFileError(
+                f"{path} not found: {directory} is not a snakevi model directory "
+                f"(it must hold {WEIGHTS_FILE} and {META_FILE}, as written by model.save())."
+            )
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ModelFileError(f"{meta_path} is not valid JSON ({err}); the model directory is corrupted.") from err
+    version = meta.get("format_version") if isinstance(meta, dict) else None
+    if not isinstance(version, int) or version > MODEL_FORMAT_VERSION:
+        raise ModelFileError(
+            f"{meta_path} has format_version {version!r}; this snakevi reads versions up to "
+            f"{MODEL_FORMAT_VERSION}. Upgrade snakevi to load it."
+        )
+    return meta
+
+
 def read_bundle(dir_path: str | os.PathLike, map_location: str | None = "cpu") -> tuple[dict, dict]:
     """Read a model bundle written by :func:`write_bundle`.
 
@@ -69,32 +95,30 @@ def read_bundle(dir_path: str | os.PathLike, map_location: str | None = "cpu") -
     """
     import torch
 
-    directory = Path(dir_path)
-    meta_path, weights_path = directory / META_FILE, directory / WEIGHTS_FILE
-    for path in (meta_path, weights_path):
-        if not path.is_file():
-            raise ModelFileError(
-                f"{path} not found: {directory} is not a snakevi model directory "
-                f"(it must hold {WEIGHTS_FILE} and {META_FILE}, as written by model.save())."
-            )
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ModelFileError(f"{meta_path} is not valid JSON ({err}); the model directory is corrupted.") from err
-    version = meta.get("format_version")
-    if not isinstance(version, int) or version > MODEL_FORMAT_VERSION:
-        raise ModelFileError(
-            f"{meta_path} has format_version {version!r}; this snakevi reads versions up to "
-            f"{MODEL_FORMAT_VERSION}. Upgrade snakevi to load it."
-        )
+    meta = read_meta(dir_path)
+    weights_path = Path(dir_path) / WEIGHTS_FILE
     try:
         state_dict = torch.load(weights_path, map_location=map_location, weights_only=True)
     except Exception as err:  # noqa: BLE001 - any failure here means an unusable file
         raise ModelFileError(
-            f"{weights_path} could not be read as a plain tensor state_dict ({type(err).__name__}: {err}). "
+            f"{weights_path} could not be read as a plain tensor state_dict ({_load_error(err)}). "
             "snakevi loads weights with torch.load(weights_only=True) and refuses files that would "
             "run code; re-save the model with snakevi."
         ) from err
     if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
         raise ModelFileError(f"{weights_path} does not hold a dict of tensors; it was not written by snakevi.")
     return state_dict, meta
+
+
+def _load_error(err: Exception) -> str:
+    """The reason ``torch.load`` gave, without its advice to retry with ``weights_only=False``.
+
+    For a file holding code, torch's message suggests loading it unsafely; a model file that
+    needs that is exactly what snakevi refuses, so only the unpickler's one-line reason is kept.
+    """
+    text = str(err)
+    for line in text.splitlines():
+        if "WeightsUnpickler error:" in line:
+            return line.strip()
+    first = text.splitlines()[0] if text else ""
+    return f"{type(err).__name__}: {first}"

@@ -57,12 +57,31 @@ def _check_hdf5(path: Path) -> None:
         )
 
 
+def _check_anndata_layout(path: Path) -> None:
+    """Refuse an HDF5 file that is not AnnData (a 10x .h5, a .loom) with how to convert it."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as fh:
+            keys = sorted(fh.keys())
+    except Exception:  # noqa: BLE001 - a damaged file: read_h5ad reports it with the reason
+        return
+    if not {"obs", "var"} <= set(keys):
+        raise StepError(
+            f"{str(path)!r} is an HDF5 file but not AnnData: it has no 'obs' and 'var' groups "
+            f"(top-level keys: {keys[:10]}). Convert it to .h5ad first, e.g. "
+            "scanpy.read_10x_h5(path).write_h5ad(...) for a 10x .h5 file or "
+            "anndata.read_loom(path).write_h5ad(...) for a .loom file."
+        )
+
+
 def read_h5ad(path: str | os.PathLike):
     """Read an .h5ad file into memory, turning unreadable files into a :class:`StepError`."""
     import anndata
 
     p = check_input_file(path, "The dataset")
     _check_hdf5(p)
+    _check_anndata_layout(p)
     try:
         return anndata.read_h5ad(p)
     except Exception as err:  # noqa: BLE001 - h5py/anndata raise many types for damaged files

@@ -43,7 +43,7 @@ def export(
         ``obsm`` key of the latent representation.
     normalized_layer
         If given, also store ``get_normalized_expression(library_size=...)`` (dense float32,
-        cells x genes) in this layer.
+        cells x genes) in this layer; its posterior sample is seeded with the model's seed.
     library_size
         Scale of the normalised expression (1e4: counts per 10,000).
     batch_size
@@ -57,16 +57,13 @@ def export(
         The object written.
     """
     import anndata
-    import torch
 
     from snakevi.data import RegistrationError
     from snakevi.data.counts import get_count_matrix
-    from snakevi.model import SCVI
-    from snakevi.model.bundle import read_bundle
+    from snakevi.model.bundle import read_meta
 
-    if threads:
-        torch.set_num_threads(int(threads))
-    _, meta = read_bundle(model_dir)
+    # The cheap checks (model.json, the dataset's genes) come before torch is even imported.
+    meta = read_meta(model_dir)
     registry = meta["registry"]
     genes = list(registry["fields"]["X"]["column_names"])
     layer = registry["fields"]["X"]["attr_key"]
@@ -79,6 +76,12 @@ def export(
         )
     if list(adata.var_names) != genes:
         adata = adata[:, genes].copy()
+    import torch
+
+    from snakevi.model import SCVI
+
+    if threads:
+        torch.set_num_threads(int(threads))
     # Keep the input's layout for the registered genes (counts in X, or in their layer), so the
     # saved registry applies to the written file as it is.
     counts = get_count_matrix(adata, layer)
@@ -91,6 +94,9 @@ def export(
         raise StepError(f"{h5ad} does not fit the model in {model_dir}: {err}") from err
     out.obsm[latent_key] = np.asarray(model.get_latent_representation(batch_size=batch_size), dtype=np.float32)
     if normalized_layer:
+        # The expression is decoded from one posterior sample per cell (as in scvi-tools); seeding
+        # with the model's seed makes the layer the same on every run.
+        torch.manual_seed(0 if model.seed is None else int(model.seed))
         expr = model.get_normalized_expression(library_size=library_size, batch_size=batch_size, return_numpy=True)
         out.layers[normalized_layer] = np.asarray(expr, dtype=np.float32)
     out.uns["snakevi"] = {"latent_key": latent_key, "normalized_layer": normalized_layer or "",

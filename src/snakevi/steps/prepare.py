@@ -156,7 +156,7 @@ def _check_chunk(block: sp.csr_matrix, start: int, cell_names, genes, source) ->
         row = int(np.searchsorted(block.indptr, pos, side="right") - 1)
         raise StepError(
             f"{source}: the count for cell {cell_names[start + row]!r}, gene {genes[block.indices[pos]]!r} is "
-            f"{data[pos]!r}, not a raw count (finite non-negative integer). Register the file again "
+            f"{data[pos].item()!r}, not a raw count (finite non-negative integer). Register the file again "
             "(the register step explains how to fix the data)."
         )
     totals = np.asarray(block.sum(axis=1)).ravel()

@@ -67,6 +67,15 @@ def register(
         raise StepError(f"{h5ad}: {err}") from err
     if selection is not None:
         registry["gene_selection"] = selection
+    n_zero_genes = registry["validation"]["n_genes_zero_counts"]
+    if n_zero_genes:
+        # Kept on purpose: such a gene costs a little time but cannot harm the fit (the model
+        # learns it is never expressed), and dropping it would change the gene list silently.
+        log.warning(
+            "%d of %d genes have zero counts in every cell of %s; they are kept (the registry records "
+            "the number under validation.n_genes_zero_counts). Filter them first (e.g. "
+            "scanpy.pp.filter_genes(adata, min_counts=1)) or set setup.n_top_genes to leave them out.",
+            n_zero_genes, registry["summary"]["n_vars"], h5ad)
     Path(registry_out).parent.mkdir(parents=True, exist_ok=True)
     registry_to_json(registry, registry_out)
     s = registry["summary"]

@@ -7,7 +7,9 @@ model parameters, training parameters, seed); a folder written for another finge
 aside to ``<folder>.stale`` with a warning. The checkpoint folder also holds
 ``history.live.csv``, rewritten after every epoch. On SIGTERM (what SLURM sends at a time limit or
 on preemption) training stops at the end of the current epoch, the checkpoint of that epoch is
-kept, and the step exits with an error saying to rerun.
+kept, and the step exits with an error saying to rerun. A non-finite loss or gradient stops
+training with an error naming the epoch, step and metric; the checkpoint of the last good epoch
+stays. A run that fails before its first epoch ends leaves no checkpoint folder behind.
 """
 
 from __future__ import annotations
@@ -172,31 +174,73 @@ def train(
     SCVI
         The trained model.
     """
-    import torch
-
     from snakevi.data import registry_from_json
     from snakevi.data.prepared import load_prepared, read_loader_spec, read_split
-    from snakevi.model import SCVI
-    from snakevi.train import CSVLogger, ModelCheckpoint
 
     model_params = dict(model_params or {})
     train_params = dict(train_params or {})
     train_kwargs, plan_kwargs = split_train_params(train_params)
-    if threads:
-        torch.set_num_threads(int(threads))
     registry = registry_from_json(registry_json)
     spec = read_loader_spec(prepared_dir)
     data = load_prepared(prepared_dir, registry)
     split = read_split(prepared_dir)
+    # torch only now: inputs that do not fit are refused without its import time.
+    import torch
+
+    from snakevi.train.callbacks.nan_guard import NonFiniteLossError
+
+    if threads:
+        torch.set_num_threads(int(threads))
     run_fp = fingerprint(spec["registry_sha256"], spec["loader"], spec.get("split_sizes"), model_params,
                          train_params, int(seed))
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else Path(model_out).parent / "checkpoints"
     ckpt_path = _resume_path(ckpt_dir, run_fp)
+    created = not ckpt_dir.exists()
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(ckpt_dir / FINGERPRINT_FILE, {"fingerprint": run_fp, "model_params": model_params,
                                                    "train_params": train_params, "seed": int(seed)})
     if ckpt_path is not None:
         log.info("resuming from %s", ckpt_path)
+    try:
+        model, stopper = _fit(data, split, spec, ckpt_dir, ckpt_path, model_params, train_kwargs, plan_kwargs,
+                              seed, accelerator, enable_progress_bar)
+    except BaseException as err:
+        if created and not (ckpt_dir / LAST_CKPT).exists():
+            # No epoch completed: leave no folder behind that looks like a run to resume.
+            shutil.rmtree(ckpt_dir, ignore_errors=True)
+        if isinstance(err, NonFiniteLossError):
+            raise StepError(f"{err} {_kept_checkpoint(ckpt_dir)}") from err
+        raise
+    if stopper.signal_name is not None:
+        raise TrainingInterrupted(
+            f"Training received {stopper.signal_name} and stopped after epoch {len(model.history)}; the "
+            f"checkpoint is in {ckpt_dir / LAST_CKPT}. Run the same step again (snakemake: rerun the "
+            "workflow) to resume from it."
+        )
+    model.save(model_out, overwrite=True)
+    history = model.history.copy()
+    write_text_atomic(history_out, history.to_csv(index_label="epoch"))
+    log.info("trained %d epochs -> %s, %s", len(history), model_out, history_out)
+    return model
+
+
+def _kept_checkpoint(ckpt_dir: Path) -> str:
+    """What a failed run leaves to resume from, for the error message."""
+    last = ckpt_dir / LAST_CKPT
+    if not last.is_file():
+        return "No epoch had completed, so no checkpoint was kept."
+    return (
+        f"The checkpoint of the last good epoch is kept in {last}; training again with other parameters "
+        f"(e.g. a lower lr) starts from scratch and moves it to {ckpt_dir}.stale."
+    )
+
+
+def _fit(data, split, spec, ckpt_dir, ckpt_path, model_params, train_kwargs, plan_kwargs, seed, accelerator,
+         enable_progress_bar):
+    """Build the model and train it with checkpoints and the signal handler; ``(model, stopper)``."""
+    from snakevi.model import SCVI
+    from snakevi.train import CSVLogger, ModelCheckpoint
+
     try:
         model = SCVI(data, seed=int(seed), **model_params)
     except TypeError as err:
@@ -230,14 +274,4 @@ def train(
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    if stopper.signal_name is not None:
-        raise TrainingInterrupted(
-            f"Training received {stopper.signal_name} and stopped after epoch {len(model.history)}; the "
-            f"checkpoint is in {ckpt_dir / LAST_CKPT}. Run the same step again (snakemake: rerun the "
-            "workflow) to resume from it."
-        )
-    model.save(model_out, overwrite=True)
-    history = model.history.copy()
-    write_text_atomic(history_out, history.to_csv(index_label="epoch"))
-    log.info("trained %d epochs -> %s, %s", len(history), model_out, history_out)
-    return model
+    return model, stopper

@@ -1,0 +1,120 @@
+"""Kill and resume the train step: SIGKILL mid-epoch and SIGTERM both end, after a rerun, in the
+weights and history of an uninterrupted run with the same seed.
+
+The step runs as the `snakevi train` command. The killed run is stopped as soon as its first
+checkpoint exists (epochs here take a good fraction of a second, so the kill lands in the middle
+of the next epoch); the rerun must say it resumes and end bit-identical to a run never stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from rel_helpers import MODEL, listing, popen_snakevi, snakevi, tiny_adata
+
+MAX_EPOCHS = 6
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    """``(registry, prepared)`` of 1000 cells x 40 genes, batch size 32 (about 30 steps per epoch)."""
+    from snakevi.steps import prepare, register
+
+    d = tmp_path_factory.mktemp("resume_data")
+    tiny_adata(n_cells=1000, n_genes=40).write_h5ad(d / "data.h5ad")
+    register(d / "data.h5ad", d / "registry.json", batch_key="batch")
+    prepare(d / "data.h5ad", d / "registry.json", d / "prepared", batch_size=32)
+    return d / "registry.json", d / "prepared"
+
+
+def train_args(prepared, out: Path) -> list:
+    registry, prep = prepared
+    return ["train", "--prepared", prep, "--registry", registry, "--model", out / "model",
+            "--history", out / "history.csv", "--checkpoint-dir", out / "checkpoints",
+            "--model-params", json.dumps(MODEL), "--train-params", json.dumps({"max_epochs": MAX_EPOCHS}),
+            "--seed", "3", "--accelerator", "cpu", "--threads", "1"]
+
+
+@pytest.fixture(scope="module")
+def reference(prepared, tmp_path_factory):
+    """An uninterrupted run, started in the background (it runs while the others are killed)."""
+    out = tmp_path_factory.mktemp("reference")
+    proc = popen_snakevi(*train_args(prepared, out), stderr_path=out / "stderr.txt")
+
+    def wait() -> Path:
+        assert proc.wait(timeout=600) == 0, (out / "stderr.txt").read_text()[-3000:]
+        return out
+
+    yield wait
+    if proc.poll() is None:
+        proc.kill()
+
+
+def wait_for_checkpoint(proc: subprocess.Popen, ckpt: Path, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not ckpt.is_file():
+        assert proc.poll() is None, f"train exited ({proc.returncode}) before writing {ckpt}"
+        assert time.monotonic() < deadline, f"no checkpoint after {timeout} s"
+        time.sleep(0.01)
+
+
+def assert_same_result(out: Path, ref: Path) -> None:
+    """Same weights (every tensor equal) and the same history file, byte for byte."""
+    got = torch.load(out / "model" / "model.pt", weights_only=True)
+    want = torch.load(ref / "model" / "model.pt", weights_only=True)
+    assert got.keys() == want.keys()
+    different = [k for k in want if not torch.equal(got[k], want[k])]
+    assert different == [], f"tensors differ from the uninterrupted run: {different[:5]}"
+    assert (out / "history.csv").read_text() == (ref / "history.csv").read_text()
+    assert len(pd.read_csv(out / "history.csv")) == MAX_EPOCHS
+
+
+def checkpoint_epoch(out: Path) -> int:
+    return int(torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["epoch"])
+
+
+def rerun_resumes(prepared, out: Path) -> subprocess.CompletedProcess:
+    proc = snakevi(*train_args(prepared, out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"resuming from {out / 'checkpoints' / 'last.ckpt'}" in proc.stderr
+    return proc
+
+
+def test_sigkill_mid_epoch_then_rerun_resumes_exactly(prepared, reference, tmp_path):
+    proc = popen_snakevi(*train_args(prepared, tmp_path), stderr_path=tmp_path / "killed.txt")
+    wait_for_checkpoint(proc, tmp_path / "checkpoints" / "last.ckpt")
+    os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.wait(timeout=60) == -signal.SIGKILL
+    done = checkpoint_epoch(tmp_path)
+    assert 1 <= done < MAX_EPOCHS
+    # Killed before the end: no model, no history, nothing that looks finished.
+    assert not (tmp_path / "model").exists() and not (tmp_path / "history.csv").exists()
+    rerun_resumes(prepared, tmp_path)
+    assert_same_result(tmp_path, reference())
+
+
+def test_sigterm_writes_a_checkpoint_exits_3_and_the_rerun_resumes_exactly(prepared, reference, tmp_path):
+    proc = popen_snakevi(*train_args(prepared, tmp_path), stderr_path=tmp_path / "term.txt")
+    wait_for_checkpoint(proc, tmp_path / "checkpoints" / "last.ckpt")
+    seen = checkpoint_epoch(tmp_path)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 3
+    err = (tmp_path / "term.txt").read_text()
+    done = checkpoint_epoch(tmp_path)
+    # It finished the epoch it was in and saved it before exiting.
+    assert seen <= done < MAX_EPOCHS
+    assert f"received SIGTERM and stopped after epoch {done}" in err and "Traceback" not in err
+    assert "to resume from it" in err
+    assert not (tmp_path / "model").exists() and not (tmp_path / "history.csv").exists()
+    assert len(pd.read_csv(tmp_path / "checkpoints" / "history.live.csv")) == done
+    assert not [name for name in listing(tmp_path / "checkpoints") if name.endswith(".tmp")]
+    rerun_resumes(prepared, tmp_path)
+    assert_same_result(tmp_path, reference())

@@ -1,0 +1,67 @@
+"""snakevi used as a Snakemake module by another workflow (``module``/``use rule * from``)."""
+
+from __future__ import annotations
+
+import anndata
+import pandas as pd
+import pytest
+
+from wf_helpers import REPO, planned_jobs, snakemake, write_config
+
+HOST_SNAKEFILE = f"""\
+configfile: "config/config.yaml"
+
+
+module snakevi:
+    snakefile:
+        "{REPO / 'Snakefile'}"
+    config:
+        config["snakevi"]
+    prefix:
+        "scvi"
+
+
+use rule * from snakevi as snakevi_*
+
+
+rule all:
+    default_target: True
+    input:
+        rules.snakevi_all.input,
+"""
+
+
+@pytest.fixture(scope="module")
+def host_run(tmp_path_factory, demo_config):
+    """A host workflow whose only config is the demo config under the key "snakevi"."""
+    workdir = tmp_path_factory.mktemp("host")
+    (workdir / "Snakefile").write_text(HOST_SNAKEFILE)
+    write_config(workdir, {"snakevi": demo_config})
+    snakemake(workdir, "--cores", "2", snakefile=workdir / "Snakefile")
+    return workdir
+
+
+def test_the_module_builds_every_artifact_under_its_prefix(host_run):
+    run = host_run / "scvi" / "results" / "demo"
+    emb = anndata.read_h5ad(run / "embedding.h5ad")
+    # n_hidden 32 and 2 epochs come from the host's config; n_top_genes 100 from it too.
+    assert emb.obsm["X_scVI"].shape == (400, 4) and emb.n_vars == 100
+    assert (run / "model" / "model.pt").is_file() and (run / "model" / "model.json").is_file()
+    assert len(pd.read_csv(run / "history.csv")) == 2
+    for name in ("loss_elbo.png", "loss_reconstruction.png", "loss_kl.png", "latent_batch.png",
+                 "latent_label.png", "metrics.json"):
+        assert (run / "report" / name).stat().st_size > 0
+    summary = pd.read_csv(host_run / "scvi" / "results" / "summary.tsv", sep="\t")
+    assert list(summary["run"]) == ["demo"] and summary.loc[0, "epochs"] == 2
+
+
+def test_checkpoints_follow_the_prefix_and_datasets_keep_their_path(host_run):
+    # Checkpoints sit beside the run's outputs; the dataset path is the config's, unprefixed.
+    assert (host_run / "scvi" / "results" / "demo" / "checkpoints" / "last.ckpt").is_file()
+    assert not (host_run / "results").exists()
+    assert (host_run / "resources" / "demo.h5ad").is_file()
+
+
+def test_the_host_reruns_nothing_when_nothing_changed(host_run):
+    out = snakemake(host_run, "--cores", "2", "-n", snakefile=host_run / "Snakefile")
+    assert planned_jobs(out.stdout) == {}

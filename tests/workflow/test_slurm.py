@@ -1,0 +1,67 @@
+"""The demo workflow on a real (single-node) SLURM with snakemake-executor-plugin-slurm.
+
+Needs a running SLURM: tests/workflow/slurm/start_slurm.sh starts one (as root; .ci/run does).
+Without SLURM the test skips, unless SNAKEVI_REQUIRE_SLURM=1 (set by .ci/run), where it fails.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import anndata
+import pandas as pd
+import pytest
+
+from wf_helpers import REPO, snakemake, write_config
+
+START = REPO / "tests" / "workflow" / "slurm" / "start_slurm.sh"
+
+
+def slurm_problem() -> str | None:
+    """Why SLURM cannot run jobs here, or None when `sinfo` shows a node ready for work."""
+    if shutil.which("sinfo") is None or shutil.which("sbatch") is None:
+        return "no SLURM client (sinfo/sbatch) on PATH"
+    try:
+        out = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        return "sinfo did not answer within 30 s"
+    states = set(out.stdout.split())
+    if out.returncode != 0 or not states & {"idle", "mix", "alloc"}:
+        return f"no SLURM node ready (sinfo exit {out.returncode}: {(out.stdout + out.stderr).strip()!r})"
+    return None
+
+
+@pytest.fixture(scope="module")
+def slurm():
+    problem = slurm_problem()
+    if problem is not None:
+        message = f"SLURM unavailable: {problem}. Start one with `sudo {START}`."
+        if os.environ.get("SNAKEVI_REQUIRE_SLURM") == "1":
+            pytest.fail(f"{message} (SNAKEVI_REQUIRE_SLURM=1 makes this an error)")
+        pytest.skip(message)
+
+
+def test_the_demo_runs_on_slurm(slurm, tmp_path, demo_config):
+    config = {**demo_config, "runs": {"demo": {**demo_config["runs"]["demo"],
+                                               "resources": {"threads": 1, "mem_mb": 1000, "runtime": 10}}}}
+    write_config(tmp_path, config)
+    snakemake(tmp_path, "--workflow-profile", str(REPO / "workflow" / "profiles" / "slurm"),
+              # This test cluster has no accounting (see slurm.conf.in).
+              "--slurm-no-account", "--slurm-status-command", "squeue",
+              "--slurm-init-seconds-before-status-checks", "1", "--slurm-keep-successful-logs",
+              # Each SLURM job starts snakemake two or more times and the plugin polls less and
+              # less often while nothing finishes: two group jobs, one after the other, keep it short.
+              "--groups", "register=pre", "prepare=pre", "train=post", "export=post", "report=post",
+              "--jobs", "4", timeout=400)
+
+    run = tmp_path / "results" / "demo"
+    assert anndata.read_h5ad(run / "embedding.h5ad").obsm["X_scVI"].shape == (400, 4)
+    assert (run / "model" / "model.pt").is_file() and (run / "checkpoints" / "last.ckpt").is_file()
+    assert (run / "report" / "loss_elbo.png").stat().st_size > 0
+    assert list(pd.read_csv(tmp_path / "results" / "summary.tsv", sep="\t")["run"]) == ["demo"]
+    # The jobs ran as SLURM jobs: the plugin kept one log per job, named by the SLURM job id.
+    logs = tmp_path / ".snakemake" / "slurm_logs"
+    rules = {path.relative_to(logs).parts[0] for path in logs.rglob("*.log")}
+    assert rules == {"group_pre_prepare_register", "group_post_export_report_train"}
