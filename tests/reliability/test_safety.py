@@ -72,7 +72,7 @@ def test_pickle_payload_in_a_checkpoint_is_refused_without_running(quoted_run, t
     assert not marker.exists(), "loading the checkpoint ran code from it"
     assert f"checkpoint {ckpt / 'last.ckpt'} could not be read as a snakevi training checkpoint" in proc.stderr
     assert "Unsupported global" in proc.stderr and "delete it to train from scratch" in proc.stderr
-    assert "Traceback" not in proc.stderr
+    assert "Traceback" not in proc.stderr and "weights_only` set to `False`" not in proc.stderr
     assert sha256(ckpt / "last.ckpt") == digest
     assert listing(tmp_path / "out") == []
 

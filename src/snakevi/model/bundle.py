@@ -15,6 +15,7 @@ from pathlib import Path
 
 from snakevi._atomic import atomic_path
 from snakevi._constants import MODEL_FORMAT_VERSION
+from snakevi._safe_load import load_error_reason
 
 WEIGHTS_FILE = "model.pt"
 META_FILE = "model.json"
@@ -101,24 +102,10 @@ def read_bundle(dir_path: str | os.PathLike, map_location: str | None = "cpu") -
         state_dict = torch.load(weights_path, map_location=map_location, weights_only=True)
     except Exception as err:  # noqa: BLE001 - any failure here means an unusable file
         raise ModelFileError(
-            f"{weights_path} could not be read as a plain tensor state_dict ({_load_error(err)}). "
+            f"{weights_path} could not be read as a plain tensor state_dict ({load_error_reason(err)}). "
             "snakevi loads weights with torch.load(weights_only=True) and refuses files that would "
             "run code; re-save the model with snakevi."
         ) from err
     if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
         raise ModelFileError(f"{weights_path} does not hold a dict of tensors; it was not written by snakevi.")
     return state_dict, meta
-
-
-def _load_error(err: Exception) -> str:
-    """The reason ``torch.load`` gave, without its advice to retry with ``weights_only=False``.
-
-    For a file holding code, torch's message suggests loading it unsafely; a model file that
-    needs that is exactly what snakevi refuses, so only the unpickler's one-line reason is kept.
-    """
-    text = str(err)
-    for line in text.splitlines():
-        if "WeightsUnpickler error:" in line:
-            return line.strip()
-    first = text.splitlines()[0] if text else ""
-    return f"{type(err).__name__}: {first}"

@@ -16,6 +16,7 @@ import torch
 
 from snakevi._atomic import write_atomic, write_text_atomic
 from snakevi._constants import CHECKPOINT_FORMAT_VERSION
+from snakevi._safe_load import load_error_reason
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
@@ -42,7 +43,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - re-raised with the file name and what to do
         raise ValueError(
-            f"checkpoint {path} could not be read as a snakevi training checkpoint ({exc}). "
+            f"checkpoint {path} could not be read as a snakevi training checkpoint ({load_error_reason(exc)}). "
             "It may be truncated or written by another program; delete it to train from scratch."
         ) from exc
     if not isinstance(ckpt, dict) or "format_version" not in ckpt:
