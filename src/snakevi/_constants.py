@@ -16,6 +16,9 @@ class REGISTRY_KEYS:  # noqa: N801 - spelled as in scvi-tools on purpose
     SIZE_FACTOR_KEY = "size_factor"
     CAT_COVS_KEY = "extra_categorical_covs"
     CONT_COVS_KEY = "extra_continuous_covs"
+    #: snakevi only: per-cell ``sum_g log(x_g!)``, float32 ``(B, 1)``, computed by the data layer
+    #: from the sparse counts so the loss need not evaluate ``lgamma(x + 1)`` densely.
+    X_LOG_FACTORIAL_KEY = "x_log_factorial"
 
 
 #: Where ``setup_anndata`` stores the registry on the AnnData (a JSON string).

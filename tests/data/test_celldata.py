@@ -32,8 +32,27 @@ def test_gather_keys_shapes_dtypes(adata):
         "size_factor": ((5, 1), np.float32),
         "extra_categorical_covs": ((5, 2), np.int64),
         "extra_continuous_covs": ((5, 2), np.float32),
+        "x_log_factorial": ((5, 1), np.float32),
     }
     assert {k: (v.shape, v.dtype) for k, v in out.items()} == expect
+
+
+@pytest.mark.parametrize("layout", ["csr", "dense", "csr_chunked"])
+def test_x_log_factorial_is_the_per_cell_sum_of_log_x_factorial(layout, monkeypatch):
+    from scipy.special import gammaln
+
+    from snakevi.data import celldata
+
+    rng = np.random.default_rng(3)
+    counts = rng.poisson(rng.gamma(0.5, 4.0, size=(40, 30))).astype(np.float32)
+    counts[7] = 0  # an empty cell: log-factorial sum 0
+    if layout == "csr_chunked":
+        monkeypatch.setattr(celldata, "_LOG_FACTORIAL_CHUNK", 17)  # many chunks, some one row
+    X = counts if layout == "dense" else sp.csr_matrix(counts)
+    obs = {"batch": np.zeros((40, 1), np.int64), "labels": np.zeros((40, 1), np.int64)}
+    out = CellData(X, obs, registry={}).gather(np.arange(40))
+    np.testing.assert_allclose(out["x_log_factorial"][:, 0], gammaln(counts + 1.0).sum(axis=1), rtol=1e-6)
+    assert out["x_log_factorial"][7, 0] == 0
 
 
 def test_codes_follow_the_registry_mappings(adata):

@@ -32,10 +32,11 @@ def test_batches_are_tensors_with_contract_dtypes(data):
     batches = list(AnnDataLoader(data, batch_size=10))
     assert [b["X"].shape[0] for b in batches] == [10, 10, 3]
     b = batches[0]
-    assert set(b) == {"X", "batch", "labels", "extra_continuous_covs"}
+    assert set(b) == {"X", "batch", "labels", "extra_continuous_covs", "x_log_factorial"}
     assert b["X"].dtype == torch.float32 and b["X"].shape == (10, 5)
     assert b["batch"].dtype == torch.int64 and b["batch"].shape == (10, 1)
     assert b["labels"].dtype == torch.int64 and b["extra_continuous_covs"].dtype == torch.float32
+    assert b["x_log_factorial"].dtype == torch.float32 and b["x_log_factorial"].shape == (10, 1)
 
 
 @pytest.mark.parametrize("drop_last, n_batches, sizes", [(False, 3, [10, 10, 3]), (True, 2, [10, 10])])

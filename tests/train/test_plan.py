@@ -37,6 +37,23 @@ def test_optimizer_uses_lr_eps_weight_decay_on_trainable_params_only(name, cls):
     assert len(params) == 3
 
 
+@pytest.mark.parametrize("name", ["Adam", "AdamW"])
+def test_cpu_optimizer_is_torchs_fused_kernel_with_the_same_update(name):
+    plan = toy_plan(optimizer=name, lr=0.05, eps=0.1, weight_decay=0.2)
+    optimizer, _ = plan.configure_optimizers()
+    assert optimizer.defaults["fused"] is True
+    # One step from identical weights and gradients: the same update as torch's per-tensor loop.
+    reference = type(optimizer)([p.detach().clone().requires_grad_() for p in plan.module.parameters()],
+                                lr=0.05, eps=0.1, weight_decay=0.2, foreach=False)
+    for p, q in zip(plan.module.parameters(), reference.param_groups[0]["params"]):
+        p.grad = torch.linspace(-1, 1, p.numel()).reshape(p.shape)
+        q.grad = p.grad.clone()
+    optimizer.step()
+    reference.step()
+    for p, q in zip(plan.module.parameters(), reference.param_groups[0]["params"]):
+        torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7)
+
+
 def test_custom_optimizer_creator_receives_trainable_params():
     received = []
 

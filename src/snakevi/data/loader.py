@@ -24,7 +24,50 @@ def shuffle_order(n: int, seed: int, epoch: int) -> np.ndarray:
     return np.random.default_rng([int(seed), int(epoch)]).permutation(n)
 
 
-class AnnDataLoader:
+class EpochOrder:
+    """What every loader shares: which cells, in minibatches of what size, in what order per epoch.
+
+    Parameters
+    ----------
+    n_obs
+        Cells in the data the positions refer to.
+    indices, batch_size, shuffle, drop_last, seed
+        As for :class:`AnnDataLoader`.
+    """
+
+    def __init__(self, n_obs: int, indices=None, batch_size: int = 128, shuffle: bool = False,
+                 drop_last: bool = False, seed: int = 0) -> None:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
+        n = int(n_obs)
+        if indices is None:
+            self.indices = np.arange(n, dtype=np.int64)
+        else:
+            self.indices = np.asarray(indices, dtype=np.int64).ravel()
+            if self.indices.size and (self.indices.min() < -n or self.indices.max() >= n):
+                raise IndexError(f"indices must lie in [0, {n}) for data with {n} cells.")
+        self.batch_size = int(batch_size)
+        self.shuffle = bool(shuffle)
+        self.drop_last = bool(drop_last)
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the shuffle order of epoch ``epoch`` for the next iteration."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        n = self.indices.size
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def order(self) -> np.ndarray:
+        """Cell positions in the order this epoch visits them."""
+        if not self.shuffle:
+            return self.indices
+        return self.indices[shuffle_order(self.indices.size, self.seed, self.epoch)]
+
+
+class AnnDataLoader(EpochOrder):
     """Iterate minibatch dicts of torch tensors (keys and dtypes as in CONTRACTS: "X", "batch", ...).
 
     Parameters
@@ -52,36 +95,9 @@ class AnnDataLoader:
 
     def __init__(self, data, indices=None, batch_size: int = 128, shuffle: bool = False,
                  drop_last: bool = False, seed: int = 0, device=None) -> None:
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
         self.data = _as_celldata(data)
-        n = len(self.data)
-        if indices is None:
-            self.indices = np.arange(n, dtype=np.int64)
-        else:
-            self.indices = np.asarray(indices, dtype=np.int64).ravel()
-            if self.indices.size and (self.indices.min() < -n or self.indices.max() >= n):
-                raise IndexError(f"indices must lie in [0, {n}) for data with {n} cells.")
-        self.batch_size = int(batch_size)
-        self.shuffle = bool(shuffle)
-        self.drop_last = bool(drop_last)
-        self.seed = int(seed)
+        super().__init__(len(self.data), indices, batch_size, shuffle, drop_last, seed)
         self.device = None if device is None else torch.device(device)
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        """Select the shuffle order of epoch ``epoch`` for the next iteration."""
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        n = self.indices.size
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
-
-    def order(self) -> np.ndarray:
-        """Cell positions in the order this epoch visits them."""
-        if not self.shuffle:
-            return self.indices
-        return self.indices[shuffle_order(self.indices.size, self.seed, self.epoch)]
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         order = self.order()

@@ -26,7 +26,9 @@ from torch.distributions import Distribution, Gamma, constraints
 MAX_POISSON_RATE = 1e8
 
 
-def log_nb_positive(x: torch.Tensor, mu: torch.Tensor, theta: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+def log_nb_positive(
+    x: torch.Tensor, mu: torch.Tensor, theta: torch.Tensor, eps: float = 1e-8, *, with_count_constant: bool = True
+) -> torch.Tensor:
     """Elementwise log-likelihood of counts under a negative binomial.
 
     Parameters
@@ -39,23 +41,33 @@ def log_nb_positive(x: torch.Tensor, mu: torch.Tensor, theta: torch.Tensor, eps:
         Inverse dispersion, positive, broadcastable against ``x`` (``(n_genes,)`` is fine).
     eps
         Added inside every logarithm for numerical stability.
+    with_count_constant
+        Include ``-log(x!)``. It depends on the data only, so a caller that already has
+        ``sum_g log(x_g!)`` per cell (see :func:`log_count_constant`) can leave it out and
+        save the most expensive elementwise op of the loss.
 
     Returns
     -------
     Tensor of the broadcast shape of ``x``, ``mu`` and ``theta``.
     """
     log_theta_mu_eps = torch.log(theta + mu + eps)
-    return (
+    res = (
         theta * (torch.log(theta + eps) - log_theta_mu_eps)
         + x * (torch.log(mu + eps) - log_theta_mu_eps)
         + torch.lgamma(x + theta)
         - torch.lgamma(theta)
-        - torch.lgamma(x + 1)
     )
+    return res - torch.lgamma(x + 1) if with_count_constant else res
 
 
 def log_zinb_positive(
-    x: torch.Tensor, mu: torch.Tensor, theta: torch.Tensor, pi_logits: torch.Tensor, eps: float = 1e-8
+    x: torch.Tensor,
+    mu: torch.Tensor,
+    theta: torch.Tensor,
+    pi_logits: torch.Tensor,
+    eps: float = 1e-8,
+    *,
+    with_count_constant: bool = True,
 ) -> torch.Tensor:
     """Elementwise log-likelihood of counts under a zero-inflated negative binomial.
 
@@ -71,6 +83,10 @@ def log_zinb_positive(
         Logit of the zero-inflation probability.
     eps
         Added inside every logarithm; also the threshold below which a count is a zero.
+    with_count_constant
+        Include ``-log(x!)`` (zero wherever ``x`` is 0 or 1). It depends on the data only, so a caller that already has
+        ``sum_g log(x_g!)`` per cell (see :func:`log_count_constant`) can leave it out and
+        save the most expensive elementwise op of the loss.
 
     Returns
     -------
@@ -95,14 +111,28 @@ def log_zinb_positive(
         + x * (torch.log(mu + eps) - log_theta_mu_eps)
         + torch.lgamma(x + theta)
         - torch.lgamma(theta)
-        - torch.lgamma(x + 1)
     )
+    if with_count_constant:
+        case_non_zero = case_non_zero - torch.lgamma(x + 1)
     return torch.where(x < eps, case_zero, case_non_zero)
 
 
-def log_poisson(x: torch.Tensor, rate: torch.Tensor) -> torch.Tensor:
-    """Elementwise Poisson log-likelihood, the formula of ``torch.distributions.Poisson``."""
-    return torch.xlogy(x, rate) - rate - torch.lgamma(x + 1)
+def log_poisson(x: torch.Tensor, rate: torch.Tensor, *, with_count_constant: bool = True) -> torch.Tensor:
+    """Elementwise Poisson log-likelihood, the formula of ``torch.distributions.Poisson``.
+
+    ``with_count_constant=False`` leaves out ``-log(x!)``, as in :func:`log_nb_positive`.
+    """
+    res = torch.xlogy(x, rate) - rate
+    return res - torch.lgamma(x + 1) if with_count_constant else res
+
+
+def log_count_constant(x: torch.Tensor) -> torch.Tensor:
+    """``sum_g log(x_g!)`` per cell: the data-only term of every count log-likelihood here.
+
+    The loaders compute it once per cell from the sparse counts (see
+    :func:`snakevi.data.celldata.count_log_factorials`); this dense form is the reference.
+    """
+    return torch.lgamma(x + 1).sum(-1)
 
 
 def _shape_of(*tensors: torch.Tensor) -> torch.Size:
@@ -160,8 +190,8 @@ class NegativeBinomial(_CountDistribution):
     def variance(self) -> torch.Tensor:
         return self.mu + self.mu**2 / self.theta
 
-    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        return log_nb_positive(value, self.mu, self.theta, eps=self._eps)
+    def log_prob(self, value: torch.Tensor, with_count_constant: bool = True) -> torch.Tensor:
+        return log_nb_positive(value, self.mu, self.theta, eps=self._eps, with_count_constant=with_count_constant)
 
     def _gamma_rates(self, sample_shape: torch.Size) -> torch.Tensor:
         mu, theta = self.mu.expand(self.batch_shape), self.theta.expand(self.batch_shape)
@@ -210,8 +240,10 @@ class ZeroInflatedNegativeBinomial(NegativeBinomial):
         pi = self.zi_probs
         return (1 - pi) * self.mu * (self.mu + self.theta + pi * self.mu * self.theta) / self.theta
 
-    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        return log_zinb_positive(value, self.mu, self.theta, self.zi_logits, eps=self._eps)
+    def log_prob(self, value: torch.Tensor, with_count_constant: bool = True) -> torch.Tensor:
+        return log_zinb_positive(
+            value, self.mu, self.theta, self.zi_logits, eps=self._eps, with_count_constant=with_count_constant
+        )
 
     @torch.no_grad()
     def sample(self, sample_shape: torch.Size | tuple = torch.Size()) -> torch.Tensor:
@@ -250,8 +282,8 @@ class Poisson(_CountDistribution):
     def variance(self) -> torch.Tensor:
         return self.rate
 
-    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        return log_poisson(value, self.rate)
+    def log_prob(self, value: torch.Tensor, with_count_constant: bool = True) -> torch.Tensor:
+        return log_poisson(value, self.rate, with_count_constant=with_count_constant)
 
     @torch.no_grad()
     def sample(self, sample_shape: torch.Size | tuple = torch.Size()) -> torch.Tensor:

@@ -380,7 +380,14 @@ class VAE(BaseModuleClass):
             kl_l = torch.zeros_like(kl_z)
         else:
             kl_l = kl_divergence(inference_outputs["ql"], generative_outputs["pl"]).sum(dim=-1)
-        rec = -generative_outputs["px"].log_prob(x).sum(-1)
+        log_factorial = tensors.get(REGISTRY_KEYS.X_LOG_FACTORIAL_KEY)
+        if log_factorial is None:
+            rec = -generative_outputs["px"].log_prob(x).sum(-1)
+        else:
+            # sum_g log(x_g!) came with the minibatch (computed once per cell from the sparse
+            # counts): same value, without a dense lgamma per step.
+            px = generative_outputs["px"]
+            rec = log_factorial.reshape(-1) - px.log_prob(x, with_count_constant=False).sum(-1)
         loss = torch.mean(rec + kl_weight * kl_z + kl_l)
         return LossOutput(
             loss=loss,
