@@ -126,6 +126,7 @@ class BaseModelClass:
         shuffle_set_split: bool = True,
         external_indexing: Sequence[Sequence[int]] | None = None,
         batch_size: int = 128,
+        data_on_device: bool | str = "auto",
         early_stopping: bool = False,
         early_stopping_monitor: str = "elbo_validation",
         early_stopping_patience: int = 45,
@@ -160,6 +161,12 @@ class BaseModelClass:
             (the workflow's prepare step writes them).
         batch_size
             Cells per minibatch.
+        data_on_device
+            Copy the data to the training device once and gather minibatches there, instead of
+            gathering each on the host and copying it over. ``"auto"``: on for CUDA when the
+            data takes under half of the GPU's free memory (otherwise off, with a warning);
+            ``True``: always (also on the CPU); ``False``: never. The minibatches, and so the
+            results, are the same either way.
         early_stopping, early_stopping_*
             Stop when ``early_stopping_monitor`` has not improved by ``min_delta`` for
             ``patience`` validation checks, ignoring the first ``warmup_epochs``.
@@ -191,6 +198,7 @@ class BaseModelClass:
         The model itself, so calls can be chained.
         """
         from snakevi.data import DataSplitter
+        from snakevi.data.device_loader import device_dataloaders, resolve_data_on_device
         from snakevi.train import EarlyStopping, LearningRateMonitor, Trainer, TrainingPlan, get_max_epochs_heuristic
 
         seed = self.seed if seed is None else seed
@@ -242,10 +250,17 @@ class BaseModelClass:
             seed=seed,
             deterministic=deterministic,
         )
-        val_loader = splitter.val_dataloader() if len(splitter.val_idx) > 0 else None
+        if resolve_data_on_device(data_on_device, data, trainer.device):
+            train_loader, val_loader = device_dataloaders(
+                data, splitter.train_idx, splitter.val_idx, batch_size=splitter.batch_size, seed=splitter.seed,
+                drop_last=splitter.drop_last, device=trainer.device,
+            )
+        else:
+            train_loader = splitter.train_dataloader()
+            val_loader = splitter.val_dataloader() if len(splitter.val_idx) > 0 else None
         self.module.train()
         try:
-            trainer.fit(plan, splitter.train_dataloader(), val_loader, ckpt_path=ckpt_path)
+            trainer.fit(plan, train_loader, val_loader, ckpt_path=ckpt_path)
         finally:
             self.module.eval()
         self.trainer = trainer
