@@ -1,5 +1,7 @@
 """Snakemake script of rule train (snakevi.steps.train); resumes from results/{run}/checkpoints/."""
 
+import gc
+
 from snakevi.steps.logs import step_logging
 from snakevi.steps.train import train
 
@@ -17,3 +19,7 @@ with step_logging(sm.log[0], step=f"train {sm.wildcards.run}"):
         accelerator=sm.params.accelerator,
         threads=sm.threads,
     )
+
+# The job's process ends here: spare it the interpreter's final garbage collection of all
+# that was imported (about 1 s at exit once torch is loaded, 0.3 s with anndata).
+gc.freeze()

@@ -12,8 +12,8 @@ The same functions run behind the Snakemake rules (``scripts/*.py``), the ``snak
 
 Each writes its outputs atomically (temporary path, then rename) and raises
 :class:`StepError` (a ``ValueError``) with the file, key or value and the fix when its inputs
-are unusable. Importing this package loads neither torch nor anndata (the steps import them
-when they run).
+are unusable. Importing this package (what a step script does first) loads numpy only: torch,
+anndata, pandas, scipy and matplotlib are imported inside the steps, when they run.
 """
 
 from __future__ import annotations

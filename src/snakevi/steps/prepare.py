@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Iterator
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
-import scipy.sparse as sp
 
 from snakevi.steps._io import StepError, open_h5ad_group
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import scipy.sparse as sp
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +102,7 @@ def prepare(
 
 
 def _read_obs_var(fh, source) -> tuple[pd.DataFrame, pd.Index]:
+    import pandas as pd
     from anndata.io import read_elem
 
     try:
@@ -131,6 +135,8 @@ def _encode_obs(obs: pd.DataFrame, genes: list[str], layer, registry: dict, sour
     Returns the codes and the count-less ``CellData`` they came from (enough to split cells).
     """
     import anndata
+    import pandas as pd
+    import scipy.sparse as sp
 
     from snakevi.data import CellData, RegistrationError
 
@@ -171,6 +177,7 @@ def _check_chunk(block: sp.csr_matrix, start: int, cell_names, genes, source) ->
 def _row_chunks(fh, layer, col_idx, chunk_rows, cell_names, genes, source) -> Iterator[sp.csr_matrix]:
     """Yield CSR blocks of ``chunk_rows`` cells restricted to the registry's genes."""
     import h5py
+    import scipy.sparse as sp
     from anndata.io import sparse_dataset
 
     key = "X" if layer is None else f"layers/{layer}"

@@ -12,11 +12,14 @@ import json
 import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from snakevi.steps._io import StepError, atomic_path, write_json_atomic, write_text_atomic
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +109,8 @@ def plot_latent(pcs: np.ndarray, ratio: np.ndarray, values, what: str, key: str 
         ax.scatter(pcs[order, 0], pcs[order, 1], s=size, color="tab:blue", linewidths=0)
         ax.set_title(f"{latent_key}, PCA — run {run}\n(no {what} key registered)")
     else:
+        import pandas as pd
+
         cats = pd.Categorical(values)
         cmap = plt.get_cmap("tab10" if len(cats.categories) <= 10 else "tab20")
         colors = np.array([cmap(i % cmap.N) for i in range(len(cats.categories))])
@@ -154,6 +159,7 @@ def report(
         The metrics written to ``metrics.json``.
     """
     import anndata
+    import pandas as pd
 
     from snakevi.data import get_registry
 
@@ -203,6 +209,8 @@ def report(
 
 def summarize(metrics_files: list[str | os.PathLike], summary_tsv: str | os.PathLike) -> pd.DataFrame:
     """One row per run from the runs' ``metrics.json`` files, written as a TSV (atomically)."""
+    import pandas as pd
+
     rows = []
     for path in metrics_files:
         try:

@@ -18,6 +18,7 @@ import logging
 import os
 import shutil
 import signal
+import time
 import warnings
 from pathlib import Path
 
@@ -78,12 +79,23 @@ class _StopOnSignal:
 
 
 class _LogEpochs:
-    """Callback: one log line per epoch, so a long job's log shows how far it got."""
+    """Callback: one log line per epoch with its wall time, so a long job's log shows how far it got.
+
+    The time (training plus validation) goes to the log only, never to the history, which must
+    stay identical between runs with the same seed.
+    """
+
+    def __init__(self) -> None:
+        self._started = None
+
+    def on_train_epoch_start(self, trainer, plan) -> None:  # noqa: ARG002
+        self._started = time.perf_counter()
 
     def on_train_epoch_end(self, trainer, plan) -> None:  # noqa: ARG002
         row = trainer.history[-1]
         shown = ", ".join(f"{k} {row[k]:.4g}" for k in ("elbo_train", "elbo_validation") if k in row)
-        log.info("epoch %d/%d: %s", row["epoch"] + 1, trainer.max_epochs, shown)
+        seconds = time.perf_counter() - self._started if self._started is not None else float("nan")
+        log.info("epoch %d/%d (%.2f s): %s", row["epoch"] + 1, trainer.max_epochs, seconds, shown)
 
 
 def split_train_params(train_params: dict) -> tuple[dict, dict]:
@@ -165,7 +177,9 @@ def train(
     seed
         Seed of the weights, dropout and minibatch order (the split was fixed by prepare).
     accelerator
-        ``"cpu"``, ``"cuda"``/``"gpu"`` or ``"auto"``.
+        ``"cpu"``, ``"cuda"``/``"gpu"`` or ``"auto"``. On CUDA the prepared arrays are copied to
+        the GPU once and minibatches are densified there when they take under half of its free
+        memory (``SCVI.train(data_on_device="auto")``; the log says so).
     threads
         torch CPU threads (``None``: torch's default).
 
