@@ -46,8 +46,11 @@ def test_split_and_loader_spec_match_the_data_splitter(tiny_registered):
     assert spec["split_sizes"] == {"train": train.size, "validation": val.size, "test": test.size}
 
 
-def test_streaming_in_small_chunks_gives_identical_files(tiny_registered, tmp_path):
+def test_streaming_in_small_chunks_gives_identical_files(tiny_registered, tmp_path, monkeypatch):
+    from snakevi.data import prepared as prepared_module
+
     h5ad, registry_json, prepared = tiny_registered
+    monkeypatch.setattr(prepared_module, "_NPY_BLOCK", 5)  # .npy files written 5 values at a time
     prepare(h5ad, registry_json, tmp_path / "p", batch_size=64, seed=0, chunk_rows=7)
     for name in ("X_data.npy", "X_indices.npy", "X_indptr.npy", "obs_batch.npy", "split_train.npy"):
         assert (tmp_path / "p" / name).read_bytes() == (prepared / name).read_bytes(), name

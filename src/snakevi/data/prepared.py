@@ -113,17 +113,28 @@ def _write_csr(folder: Path, row_chunks: Iterable[sp.csr_matrix], n_vars: int) -
     idx_dtype = np.int32 if max(nnz, n_vars) < np.iinfo(np.int32).max else np.int64
     for name, dtype in (("data", np.float32), ("indices", idx_dtype), ("indptr", idx_dtype)):
         stored = np.int64 if name != "data" else np.float32
-        values = np.memmap(raw[name], dtype=stored, mode="r") if raw[name].stat().st_size else np.zeros(0, stored)
-        # The raw file is read through its memory map and written block-wise, so a large matrix
-        # never needs to fit in memory at once.
-        out = np.lib.format.open_memmap(folder / f"X_{name}.npy", mode="w+", dtype=dtype, shape=values.shape)
-        step = 1 << 24
-        for start in range(0, values.size, step):
-            out[start : start + step] = values[start : start + step]
-        out.flush()
-        del out, values
+        _raw_to_npy(raw[name], np.dtype(stored), folder / f"X_{name}.npy", np.dtype(dtype))
         raw[name].unlink()
     return n_obs, nnz
+
+
+#: Values per block when converting a raw file into an ``.npy`` file.
+_NPY_BLOCK = 1 << 22
+
+
+def _raw_to_npy(raw: Path, stored: np.dtype, target: Path, dtype: np.dtype) -> None:
+    """Write the 1-d raw array in ``raw`` to ``target`` as ``.npy`` of ``dtype``, block by block.
+
+    Plain reads and writes, not memory maps: the pages of a mapped file count towards the
+    process's resident memory, which at a million cells would be gigabytes for a copy.
+    """
+    n = raw.stat().st_size // stored.itemsize
+    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": (n,)}
+    with open(raw, "rb") as src, open(target, "wb") as out:
+        np.lib.format.write_array_header_1_0(out, header)
+        for start in range(0, n, _NPY_BLOCK):
+            block = np.fromfile(src, dtype=stored, count=min(_NPY_BLOCK, n - start))
+            block.astype(dtype, copy=False).tofile(out)
 
 
 def _save_split(folder: Path, split: dict[str, np.ndarray]) -> None:
