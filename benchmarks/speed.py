@@ -114,8 +114,7 @@ def _versions(args) -> dict:
 
 def main(argv=None) -> int:
     args = _args(argv)
-    sys.path.insert(0, str(HERE))
-    from bench_data import simulated_h5ad
+    from bench_data import simulated_h5ad  # this script's folder is on sys.path when it runs
 
     systems = [s for s in args.systems if _python_for(s, args) is not None]
     for s in set(args.systems) - set(systems):

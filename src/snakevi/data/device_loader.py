@@ -53,14 +53,14 @@ def device_nbytes(data: CellData) -> int:
     """Bytes that :class:`DeviceCellData` puts on the device for ``data``.
 
     CSR: float32 values, column indices in their stored width, int64 row pointers; dense:
-    float32 ``n_obs * n_vars``; plus the per-cell arrays.
+    float32 ``n_obs * n_vars``; plus the per-cell arrays (:meth:`CellData.per_cell_arrays`).
     """
     X = data.X
     if sp.issparse(X):
         size = X.nnz * (4 + X.indices.dtype.itemsize) + (X.shape[0] + 1) * 8
     else:
         size = X.shape[0] * X.shape[1] * 4
-    return int(size + sum(arr.nbytes for arr in data.obs.values()) + data.X.shape[0] * 4)  # + x_log_factorial
+    return int(size + sum(arr.nbytes for arr in data.per_cell_arrays().values()))
 
 
 class DeviceCellData:
