@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -81,10 +82,13 @@ def checkpoint_epoch(out: Path) -> int:
     return int(torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["epoch"])
 
 
-def rerun_resumes(prepared, out: Path) -> subprocess.CompletedProcess:
+def rerun_resumes(prepared, out: Path, done: int) -> subprocess.CompletedProcess:
+    """Rerun train; it must say it resumes and train exactly epochs ``done + 1 .. MAX_EPOCHS``."""
     proc = snakevi(*train_args(prepared, out))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"resuming from {out / 'checkpoints' / 'last.ckpt'}" in proc.stderr
+    trained = [int(e) for e in re.findall(rf"epoch (\d+)/{MAX_EPOCHS} ", proc.stderr)]
+    assert trained == list(range(done + 1, MAX_EPOCHS + 1)), trained
     return proc
 
 
@@ -97,7 +101,7 @@ def test_sigkill_mid_epoch_then_rerun_resumes_exactly(prepared, reference, tmp_p
     assert 1 <= done < MAX_EPOCHS
     # Killed before the end: no model, no history, nothing that looks finished.
     assert not (tmp_path / "model").exists() and not (tmp_path / "history.csv").exists()
-    rerun_resumes(prepared, tmp_path)
+    rerun_resumes(prepared, tmp_path, done)
     assert_same_result(tmp_path, reference())
 
 
@@ -116,5 +120,5 @@ def test_sigterm_writes_a_checkpoint_exits_3_and_the_rerun_resumes_exactly(prepa
     assert not (tmp_path / "model").exists() and not (tmp_path / "history.csv").exists()
     assert len(pd.read_csv(tmp_path / "checkpoints" / "history.live.csv")) == done
     assert not [name for name in listing(tmp_path / "checkpoints") if name.endswith(".tmp")]
-    rerun_resumes(prepared, tmp_path)
+    rerun_resumes(prepared, tmp_path, done)
     assert_same_result(tmp_path, reference())
