@@ -8,7 +8,7 @@ from snakevi.steps.report import report
 
 sm = snakemake  # noqa: F821 - injected by Snakemake
 with step_logging(sm.log[0], step=f"report {sm.wildcards.run}"):
-    report(sm.input.history, sm.input.embedding, Path(sm.output.metrics).parent,
+    report(sm.input.history, sm.input.latent, sm.input.prepared, sm.input.registry, Path(sm.output.metrics).parent,
            run=sm.params.run, latent_key=sm.params.latent_key)
 
 # The job's process ends here: spare it the interpreter's final garbage collection of all

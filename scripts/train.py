@@ -12,6 +12,7 @@ with step_logging(sm.log[0], step=f"train {sm.wildcards.run}"):
         sm.input.registry,
         sm.output.model,
         sm.output.history,
+        latent_out=sm.output.latent,
         checkpoint_dir=sm.params.checkpoint_dir,
         model_params=sm.params.model,
         train_params=sm.params.train,

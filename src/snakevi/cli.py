@@ -2,9 +2,11 @@
 
     snakevi register --input data.h5ad --output registry.json --batch-key donor
     snakevi prepare  --input data.h5ad --registry registry.json --output prepared/
-    snakevi train    --prepared prepared/ --registry registry.json --model model/ --history history.csv
-    snakevi export   --model model/ --input data.h5ad --output embedding.h5ad
-    snakevi report   --history history.csv --embedding embedding.h5ad --output report/ --run NAME
+    snakevi train    --prepared prepared/ --registry registry.json --model model/ --history history.csv \
+                     --latent latent.npy
+    snakevi export   --model model/ --input data.h5ad --latent latent.npy --output embedding.h5ad
+    snakevi report   --history history.csv --latent latent.npy --prepared prepared/ \
+                     --registry registry.json --output report/ --run NAME
     snakevi summarize --metrics report/metrics.json ... --output summary.tsv
 
 Parameters given as JSON (``--model-params``, ``--train-params``) are the dicts of the
@@ -92,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--registry", required=True, help="registry .json")
     s.add_argument("--model", required=True, help="model folder to write")
     s.add_argument("--history", required=True, help="history .csv to write")
+    s.add_argument("--latent", default=None, help="also write the latent representation (.npy) of every cell")
     s.add_argument("--checkpoint-dir", default=None, help="checkpoints (default: checkpoints/ beside --model)")
     s.add_argument("--model-params", type=_json_arg, default={}, help="JSON: the config's 'model' section")
     s.add_argument("--train-params", type=_json_arg, default={}, help="JSON: the config's 'train' section")
@@ -104,14 +107,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", required=True, help="model folder from `snakevi train`")
     s.add_argument("--input", required=True, help="the dataset .h5ad")
     s.add_argument("--output", required=True, help="embedding .h5ad to write")
+    s.add_argument("--latent", default=None,
+                   help="latent.npy from `snakevi train --latent` (otherwise computed here from the model)")
     s.add_argument("--latent-key", default="X_scVI")
     s.add_argument("--normalized-layer", default=None, help="also store normalized expression in this layer")
     s.add_argument("--library-size", type=float, default=1e4)
     s.add_argument("--threads", type=int, default=None)
 
     s = add("report", "plot loss curves and the latent space; write metrics.json")
-    s.add_argument("--history", required=True)
-    s.add_argument("--embedding", required=True)
+    s.add_argument("--history", required=True, help="history .csv from `snakevi train`")
+    s.add_argument("--latent", required=True, help="latent .npy from `snakevi train --latent`")
+    s.add_argument("--prepared", required=True, help="folder from `snakevi prepare`")
+    s.add_argument("--registry", required=True, help="registry .json")
     s.add_argument("--output", required=True, help="report folder")
     s.add_argument("--run", default="run", help="run name for titles")
     s.add_argument("--latent-key", default="X_scVI")
@@ -146,18 +153,20 @@ def _dispatch(args) -> None:
     elif cmd == "train":
         from snakevi.steps.train import train
 
-        train(args.prepared, args.registry, args.model, args.history, checkpoint_dir=args.checkpoint_dir,
+        train(args.prepared, args.registry, args.model, args.history, latent_out=args.latent,
+              checkpoint_dir=args.checkpoint_dir,
               model_params=args.model_params, train_params=args.train_params, seed=args.seed,
               accelerator=args.accelerator, threads=args.threads, enable_progress_bar=args.progress_bar)
     elif cmd == "export":
         from snakevi.steps.export import export
 
-        export(args.model, args.input, args.output, latent_key=args.latent_key,
+        export(args.model, args.input, args.output, latent=args.latent, latent_key=args.latent_key,
                normalized_layer=args.normalized_layer, library_size=args.library_size, threads=args.threads)
     elif cmd == "report":
         from snakevi.steps.report import report
 
-        report(args.history, args.embedding, args.output, run=args.run, latent_key=args.latent_key)
+        report(args.history, args.latent, args.prepared, args.registry, args.output, run=args.run,
+               latent_key=args.latent_key)
     elif cmd == "summarize":
         from snakevi.steps.report import summarize
 

@@ -27,8 +27,8 @@ METRICS = ["train_loss", "elbo_train", "reconstruction_loss_train", "kl_local_tr
 def trained(tiny_registered, tmp_path_factory):
     h5ad, registry_json, prepared = tiny_registered
     out = tmp_path_factory.mktemp("trained")
-    train(prepared, registry_json, out / "model", out / "history.csv", model_params=MODEL, train_params=TRAIN,
-          seed=3, accelerator="cpu")
+    train(prepared, registry_json, out / "model", out / "history.csv", latent_out=out / "latent.npy",
+          model_params=MODEL, train_params=TRAIN, seed=3, accelerator="cpu")
     return h5ad, registry_json, prepared, out
 
 
@@ -109,10 +109,33 @@ def test_export_writes_the_embedding_and_the_model_reloads_to_the_same_latent(tr
     np.testing.assert_allclose(model.get_latent_representation(), emb.obsm["X_lat"], rtol=1e-5, atol=1e-6)
 
 
-def test_report_writes_every_file_and_the_summary_row(trained, tmp_path):
+def test_export_with_the_train_steps_latent_needs_no_model_and_matches_it(trained, tmp_path):
     h5ad, _, _, out = trained
-    export(out / "model", h5ad, tmp_path / "embedding.h5ad")
-    metrics = report(out / "history.csv", tmp_path / "embedding.h5ad", tmp_path / "report", run="tiny")
+    computed, copied = tmp_path / "computed.h5ad", tmp_path / "copied.h5ad"
+    export(out / "model", h5ad, computed)
+    # Garbage weights prove the copy path never loads the model.
+    shutil.copytree(out / "model", tmp_path / "meta_only")
+    (tmp_path / "meta_only" / "model.pt").write_bytes(b"not a torch file")
+    export(tmp_path / "meta_only", h5ad, copied, latent=out / "latent.npy")
+    a, b = anndata.read_h5ad(computed), anndata.read_h5ad(copied)
+    np.testing.assert_allclose(a.obsm["X_scVI"], b.obsm["X_scVI"], rtol=1e-5, atol=1e-6)
+    assert a.uns["_snakevi_registry"] == b.uns["_snakevi_registry"]
+    model = SCVI.load(out / "model", b)
+    np.testing.assert_allclose(model.get_latent_representation(), b.obsm["X_scVI"], rtol=1e-5, atol=1e-6)
+
+
+def test_export_refuses_a_latent_of_other_cells(trained, tmp_path):
+    h5ad, _, _, out = trained
+    np.save(tmp_path / "short.npy", np.load(out / "latent.npy")[:-1])
+    with pytest.raises(StepError, match="299 cells but the data has 300"):
+        export(out / "model", h5ad, tmp_path / "embedding.h5ad", latent=tmp_path / "short.npy")
+    assert not (tmp_path / "embedding.h5ad").exists()
+
+
+def test_report_writes_every_file_and_the_summary_row(trained, tmp_path):
+    _, registry_json, prepared, out = trained
+    metrics = report(out / "history.csv", out / "latent.npy", prepared, registry_json, tmp_path / "report",
+                     run="tiny")
     for name in REPORT_FILES:
         path = tmp_path / "report" / name
         assert path.is_file() and path.stat().st_size > 0, name
@@ -126,8 +149,9 @@ def test_report_writes_every_file_and_the_summary_row(trained, tmp_path):
     assert back.loc[0, "n_obs"] == 300 and back.loc[0, "n_vars"] == 50
 
 
-def test_report_refuses_a_missing_latent_key(trained, tmp_path):
-    h5ad, _, _, out = trained
-    export(out / "model", h5ad, tmp_path / "embedding.h5ad")
-    with pytest.raises(StepError, match="X_other"):
-        report(out / "history.csv", tmp_path / "embedding.h5ad", tmp_path / "report", latent_key="X_other")
+def test_report_refuses_a_latent_of_other_cells(trained, tmp_path):
+    _, registry_json, prepared, out = trained
+    np.save(tmp_path / "wide.npy", np.zeros((301, 3), dtype=np.float32))
+    with pytest.raises(StepError, match="301 cells but the data has 300"):
+        report(out / "history.csv", tmp_path / "wide.npy", prepared, registry_json, tmp_path / "report")
+    assert not (tmp_path / "report" / "metrics.json").exists()

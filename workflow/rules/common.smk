@@ -64,6 +64,13 @@ def run_threads(wildcards):
     return run_config(wildcards)["resources"]["threads"]
 
 
+def export_threads(wildcards):
+    """The run's threads when export runs the model (normalized layer), else 1: it only copies."""
+    if run_config(wildcards)["export"].get("normalized_layer"):
+        return run_threads(wildcards)
+    return 1
+
+
 def run_mem_mb(wildcards):
     return run_config(wildcards)["resources"]["mem_mb"]
 

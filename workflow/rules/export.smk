@@ -2,6 +2,7 @@
 rule export:
     input:
         model="results/{run}/model",
+        latent="results/{run}/latent.npy",
         h5ad=dataset,
     output:
         embedding="results/{run}/embedding.h5ad",
@@ -11,7 +12,7 @@ rule export:
         "results/{run}/benchmarks/export.tsv"
     conda:
         "../../envs/snakevi-cpu.yaml"
-    threads: run_threads
+    threads: export_threads
     resources:
         mem_mb=run_mem_mb,
         runtime=run_runtime,

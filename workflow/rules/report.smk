@@ -2,7 +2,9 @@
 rule report:
     input:
         history="results/{run}/history.csv",
-        embedding="results/{run}/embedding.h5ad",
+        latent="results/{run}/latent.npy",
+        prepared="results/{run}/prepared",
+        registry="results/{run}/registry.json",
     output:
         elbo=report(
             "results/{run}/report/loss_elbo.png",

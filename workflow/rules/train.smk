@@ -7,6 +7,8 @@ rule train:
     output:
         model=directory("results/{run}/model"),
         history="results/{run}/history.csv",
+        # Computed while the model is in memory: export and report then need no torch.
+        latent="results/{run}/latent.npy",
     log:
         "results/{run}/logs/train.log",
     benchmark:

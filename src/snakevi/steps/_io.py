@@ -13,6 +13,8 @@ import os
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
+
 from snakevi._atomic import atomic_path, write_text_atomic  # noqa: F401 - re-exported for the steps
 
 
@@ -121,3 +123,26 @@ def write_h5ad_atomic(adata, path: str | os.PathLike) -> None:
             os.replace(staged, tmp)
         finally:
             staged.unlink(missing_ok=True)
+
+
+def write_npy_atomic(path: str | os.PathLike, array: np.ndarray) -> None:
+    """``np.save`` to a temporary file beside ``path``, then rename."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.save(fh, np.ascontiguousarray(array), allow_pickle=False)
+
+
+def read_latent(path: str | os.PathLike, n_obs: int | None = None) -> np.ndarray:
+    """The train step's ``latent.npy`` (cells x dims, float32), checked against ``n_obs`` cells."""
+    p = check_input_file(path, "latent representation")
+    try:
+        Z = np.load(p, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise StepError(f"Could not read the latent representation {str(p)!r} ({err}); rerun the train step.") from err
+    if Z.ndim != 2 or not np.issubdtype(Z.dtype, np.floating):
+        raise StepError(f"{str(p)!r} holds a {Z.dtype} array of shape {Z.shape}, not cells x dims floats; "
+                        "rerun the train step.")
+    if n_obs is not None and Z.shape[0] != n_obs:
+        raise StepError(f"{str(p)!r} has {Z.shape[0]} cells but the data has {n_obs}; it belongs to another "
+                        "dataset: rerun the train step for this one.")
+    return Z

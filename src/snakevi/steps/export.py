@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 
-from snakevi.steps._io import StepError, read_h5ad, write_h5ad_atomic
+from snakevi.steps._io import StepError, read_h5ad, read_latent, write_h5ad_atomic
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +23,7 @@ def export(
     h5ad: str | os.PathLike,
     embedding_out: str | os.PathLike,
     *,
+    latent: str | os.PathLike | None = None,
     latent_key: str = "X_scVI",
     normalized_layer: str | None = None,
     library_size: float = 1e4,
@@ -39,6 +40,10 @@ def export(
         The dataset (same cells and genes as at registration; extra genes are dropped).
     embedding_out
         The .h5ad file to write (atomically).
+    latent
+        The train step's ``latent.npy`` (the latent representation of the same cells). Given it,
+        and without ``normalized_layer``, the export neither loads the model nor imports torch;
+        otherwise the latent representation is computed here.
     latent_key
         ``obsm`` key of the latent representation.
     normalized_layer
@@ -58,8 +63,8 @@ def export(
     """
     import anndata
 
-    from snakevi.data import RegistrationError
     from snakevi.data.counts import get_count_matrix
+    from snakevi.data.validation import RegistrationError
     from snakevi.model.bundle import read_meta
 
     # The cheap checks (model.json, the dataset's genes) come before torch is even imported.
@@ -76,32 +81,50 @@ def export(
         )
     if list(adata.var_names) != genes:
         adata = adata[:, genes].copy()
-    import torch
-
-    from snakevi.model import SCVI
-
-    if threads:
-        torch.set_num_threads(int(threads))
     # Keep the input's layout for the registered genes (counts in X, or in their layer), so the
     # saved registry applies to the written file as it is.
     counts = get_count_matrix(adata, layer)
     out = anndata.AnnData(X=counts if layer is None else adata.X, obs=adata.obs.copy(), var=adata.var.copy())
     if layer is not None:
         out.layers[layer] = counts
-    try:
-        model = SCVI.load(model_dir, out)
-    except RegistrationError as err:
-        raise StepError(f"{h5ad} does not fit the model in {model_dir}: {err}") from err
-    out.obsm[latent_key] = np.asarray(model.get_latent_representation(batch_size=batch_size), dtype=np.float32)
-    if normalized_layer:
-        # The expression is decoded from one posterior sample per cell (as in scvi-tools); seeding
-        # with the model's seed makes the layer the same on every run.
-        torch.manual_seed(0 if model.seed is None else int(model.seed))
-        expr = model.get_normalized_expression(library_size=library_size, batch_size=batch_size, return_numpy=True)
-        out.layers[normalized_layer] = np.asarray(expr, dtype=np.float32)
+    if latent is not None:
+        from snakevi.data.registry import transfer_setup
+
+        try:  # what SCVI.load would check: these cells fit the model's setup (and the registry goes to uns)
+            transfer_setup(out, registry)
+        except RegistrationError as err:
+            raise StepError(f"{h5ad} does not fit the model in {model_dir}: {err}") from err
+        out.obsm[latent_key] = np.asarray(read_latent(latent, out.n_obs), dtype=np.float32)
+    if latent is None or normalized_layer:
+        _model_outputs(out, model_dir, h5ad, latent_key=None if latent is not None else latent_key,
+                       normalized_layer=normalized_layer, library_size=library_size, batch_size=batch_size,
+                       threads=threads)
     out.uns["snakevi"] = {"latent_key": latent_key, "normalized_layer": normalized_layer or "",
                           "model_dir": str(model_dir)}
     write_h5ad_atomic(out, embedding_out)
     log.info("embedding %s (%d cells x %d dims) -> %s", latent_key, out.n_obs, out.obsm[latent_key].shape[1],
              embedding_out)
     return out
+
+
+def _model_outputs(out, model_dir, h5ad, *, latent_key, normalized_layer, library_size, batch_size, threads) -> None:
+    """Load the model on ``out`` and store its latent representation and/or normalized expression."""
+    import torch
+
+    from snakevi.data.validation import RegistrationError
+    from snakevi.model import SCVI
+
+    if threads:
+        torch.set_num_threads(int(threads))
+    try:
+        model = SCVI.load(model_dir, out)
+    except RegistrationError as err:
+        raise StepError(f"{h5ad} does not fit the model in {model_dir}: {err}") from err
+    if latent_key is not None:
+        out.obsm[latent_key] = np.asarray(model.get_latent_representation(batch_size=batch_size), dtype=np.float32)
+    if normalized_layer:
+        # The expression is decoded from one posterior sample per cell (as in scvi-tools); seeding
+        # with the model's seed makes the layer the same on every run.
+        torch.manual_seed(0 if model.seed is None else int(model.seed))
+        expr = model.get_normalized_expression(library_size=library_size, batch_size=batch_size, return_numpy=True)
+        out.layers[normalized_layer] = np.asarray(expr, dtype=np.float32)

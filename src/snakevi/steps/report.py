@@ -1,4 +1,4 @@
-"""Step 5, report: history + embedding -> plots and numbers a person wants to look at.
+"""Step 5, report: history + latent representation -> plots and numbers a person wants to look at.
 
 ``report/`` holds loss curves (train and validation) for the ELBO, the reconstruction loss and
 the KL divergence, a 2-D view of the latent space (its first two principal components, numpy
@@ -131,7 +131,9 @@ def plot_latent(pcs: np.ndarray, ratio: np.ndarray, values, what: str, key: str 
 
 def report(
     history_csv: str | os.PathLike,
-    embedding_h5ad: str | os.PathLike,
+    latent_npy: str | os.PathLike,
+    prepared_dir: str | os.PathLike,
+    registry_json: str | os.PathLike,
     out_dir: str | os.PathLike,
     *,
     run: str = "run",
@@ -139,47 +141,53 @@ def report(
 ) -> dict:
     """Write the report folder of one run.
 
+    It reads what training wrote and the prepared folder, never the h5ad or the model, so it
+    needs neither anndata nor torch and runs beside the export step.
+
     Parameters
     ----------
     history_csv
         The train step's history (one row per epoch).
-    embedding_h5ad
-        The export step's AnnData (``obsm[latent_key]``; batch and labels keys are read from
-        its registry in ``uns``).
+    latent_npy
+        The train step's latent representation of every cell (``latent.npy``).
+    prepared_dir
+        The prepare step's folder (batch and label codes of the same cells).
+    registry_json
+        The register step's registry (category names of the codes).
     out_dir
         Folder for the files in :data:`REPORT_FILES`.
     run
         Run name shown in titles and in ``metrics.json``.
     latent_key
-        ``obsm`` key of the latent representation.
+        Name of the latent representation in titles (the export step's ``obsm`` key).
 
     Returns
     -------
     dict
         The metrics written to ``metrics.json``.
     """
-    import anndata
     import pandas as pd
 
-    from snakevi.data import get_registry
+    from snakevi.data.prepared import load_prepared
+    from snakevi.data.registry import registry_from_json
+    from snakevi.data.validation import RegistrationError
+    from snakevi.steps._io import read_latent
 
     history = pd.read_csv(history_csv, index_col="epoch")
-    emb = anndata.read_h5ad(embedding_h5ad)
-    if latent_key not in emb.obsm:
-        raise StepError(
-            f"{embedding_h5ad} has no obsm[{latent_key!r}] (has {sorted(emb.obsm.keys())}); use the run's "
-            "export.latent_key."
-        )
-    registry = get_registry(emb)
+    registry = registry_from_json(registry_json)
+    try:
+        data = load_prepared(prepared_dir, registry)
+    except RegistrationError as err:
+        raise StepError(str(err)) from err
+    Z = read_latent(latent_npy, len(data))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for name, title, ylabel, stem in _CURVES:
         plot_curve(history, stem, title, ylabel, run, out / name)
-    Z = np.asarray(emb.obsm[latent_key])
     pcs, ratio = pca_2d(Z)
     for what, field, name in (("batch", "batch", "latent_batch.png"), ("label", "labels", "latent_label.png")):
         key = registry["fields"][field]["original_key"]
-        values = None if key is None else emb.obs[key].astype(str).to_numpy()
+        values = None if key is None else category_values(data, registry, field)
         plot_latent(pcs, ratio, values, what, key, run, latent_key, out / name)
     s = registry["summary"]
     last = history.iloc[-1] if len(history) else pd.Series(dtype=float)
@@ -205,6 +213,12 @@ def report(
     write_json_atomic(out / "metrics.json", metrics)
     log.info("report for run %s -> %s", run, out)
     return metrics
+
+
+def category_values(data, registry: dict, field: str) -> np.ndarray:
+    """The category names (strings) of every cell for ``field`` ("batch" or "labels")."""
+    mapping = np.asarray([str(c) for c in registry["fields"][field]["categorical_mapping"]], dtype=object)
+    return mapping[np.asarray(data.obs[field]).reshape(-1)]
 
 
 def summarize(metrics_files: list[str | os.PathLike], summary_tsv: str | os.PathLike) -> pd.DataFrame:

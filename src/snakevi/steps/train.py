@@ -22,7 +22,7 @@ import time
 import warnings
 from pathlib import Path
 
-from snakevi.steps._io import StepError, fingerprint, write_json_atomic, write_text_atomic
+from snakevi.steps._io import StepError, fingerprint, write_json_atomic, write_npy_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +148,7 @@ def train(
     model_out: str | os.PathLike,
     history_out: str | os.PathLike,
     *,
+    latent_out: str | os.PathLike | None = None,
     checkpoint_dir: str | os.PathLike | None = None,
     model_params: dict | None = None,
     train_params: dict | None = None,
@@ -166,6 +167,11 @@ def train(
         Model folder to write (``SCVI.save``; read back with ``SCVI.load``).
     history_out
         Per-epoch metrics as CSV (one row per epoch, scvi-tools' metric names).
+    latent_out
+        If given, also write the latent representation of every prepared cell (the posterior
+        mean, ``get_latent_representation()``; cells x ``n_latent`` float32, in the data's cell
+        order) as a ``.npy`` file. The model is in memory here, so this costs a few seconds
+        less than the export step loading it again (it then needs no torch).
     checkpoint_dir
         Where checkpoints go (default: ``checkpoints/`` beside ``model_out``); not an output.
     model_params
@@ -235,6 +241,12 @@ def train(
     history = model.history.copy()
     write_text_atomic(history_out, history.to_csv(index_label="epoch"))
     log.info("trained %d epochs -> %s, %s", len(history), model_out, history_out)
+    if latent_out is not None:
+        import numpy as np
+
+        latent = np.asarray(model.get_latent_representation(batch_size=1024), dtype=np.float32)
+        write_npy_atomic(latent_out, latent)
+        log.info("latent representation (%d cells x %d dims) -> %s", *latent.shape, latent_out)
     return model
 
 
