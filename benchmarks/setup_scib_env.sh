@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Create a separate comparison environment with scib-metrics at <repo>/.venv-scib, used only by
+# benchmarks/scib_crosscheck.py to check snakevi.metrics against the reference implementation.
+# Idempotent: exits early if the venv already imports the pinned version.
+# No torch is needed: scib-metrics runs on jax, and the CPU jaxlib wheel is all it takes.
+# scib-metrics 0.5.10 is the newest release that supports Python 3.11 (0.6 needs Python >= 3.12).
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HERE/.." && pwd)"
+VENV="${SCIB_VENV:-$ROOT/.venv-scib}"
+PY="${PYTHON:-python3}"
+VERSION="0.5.10"
+
+if [ -x "$VENV/bin/python" ] && \
+   [ "$("$VENV/bin/python" -c 'import scib_metrics; print(scib_metrics.__version__)' 2>/dev/null | tail -n1)" = "$VERSION" ]; then
+    echo "scib-metrics $VERSION already present in $VENV; nothing to do."
+    exit 0
+fi
+
+"$PY" -m venv "$VENV"
+"$VENV/bin/python" -m pip install --upgrade pip
+# jax[cpu] pulls the CPU jaxlib only; nothing here asks for CUDA.
+"$VENV/bin/python" -m pip install "scib-metrics==$VERSION" "jax[cpu]"
+
+"$VENV/bin/python" - <<'PY'
+import jax, scib_metrics
+print("scib-metrics", scib_metrics.__version__, "jax", jax.__version__, "devices", jax.devices())
+PY
