@@ -13,6 +13,7 @@ with step_logging(sm.log[0], step=f"train {sm.wildcards.run}"):
         sm.output.model,
         sm.output.history,
         latent_out=sm.output.latent,
+        model_class=sm.params.model_class,
         checkpoint_dir=sm.params.checkpoint_dir,
         model_params=sm.params.model,
         train_params=sm.params.train,

@@ -72,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--layer", default=None, help="layer holding the counts (default: X)")
     s.add_argument("--batch-key", default=None, help="obs column with the batch")
     s.add_argument("--labels-key", default=None, help="obs column with cell labels")
+    s.add_argument("--unlabeled-category", default=None, help="label value of cells with an unknown label (scANVI)")
     s.add_argument("--size-factor-key", default=None, help="obs column with size factors")
     s.add_argument("--categorical-covariate-keys", nargs="*", default=None, metavar="KEY")
     s.add_argument("--continuous-covariate-keys", nargs="*", default=None, metavar="KEY")
@@ -102,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--accelerator", default="auto", choices=["auto", "cpu", "cuda", "gpu", "mps"])
     s.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     s.add_argument("--progress-bar", action="store_true", help="show a progress bar")
+    s.add_argument("--model-class", default="scvi", choices=["scvi", "scanvi"],
+                   help="scanvi: scVI first, then scANVI from it (needs labels and an unlabeled category)")
 
     s = add("export", "write the embedding .h5ad (obsm latent, optional normalized layer)")
     s.add_argument("--model", required=True, help="model folder from `snakevi train`")
@@ -110,11 +113,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--latent", default=None,
                    help="latent.npy from `snakevi train --latent` (otherwise computed here from the model)")
     s.add_argument("--latent-key", default="X_scVI")
+    s.add_argument("--predicted-key", default="C_scANVI", help="obs key of a scANVI model's predicted labels")
     s.add_argument("--normalized-layer", default=None, help="also store normalized expression in this layer")
     s.add_argument("--library-size", type=float, default=1e4)
     s.add_argument("--threads", type=int, default=None)
 
-    s = add("report", "plot loss curves and the latent space; write metrics.json")
+    s = add("report", "plot loss curves and the latent space; integration metrics; write metrics.json")
     s.add_argument("--history", required=True, help="history .csv from `snakevi train`")
     s.add_argument("--latent", required=True, help="latent .npy from `snakevi train --latent`")
     s.add_argument("--prepared", required=True, help="folder from `snakevi prepare`")
@@ -122,6 +126,26 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--output", required=True, help="report folder")
     s.add_argument("--run", default="run", help="run name for titles")
     s.add_argument("--latent-key", default="X_scVI")
+    s.add_argument("--no-metrics", dest="metrics", action="store_false",
+                   help="skip the scib-style integration metrics")
+    s.add_argument("--seed", type=int, default=0, help="seed of the metrics' PCA and k-means")
+
+    s = add("map-query", "map a query .h5ad onto a trained model (scArches); write its model and embedding")
+    s.add_argument("--reference", required=True, help="model folder from `snakevi train`")
+    s.add_argument("--input", required=True, help="the query .h5ad")
+    s.add_argument("--model", required=True, help="query model folder to write")
+    s.add_argument("--history", required=True, help="query history .csv to write")
+    s.add_argument("--output", required=True, help="query embedding .h5ad to write")
+    s.add_argument("--summary", default=None, help="summary .json to write")
+    s.add_argument("--train-params", type=_json_arg, default={},
+                   help="JSON: max_epochs (100), lr, weight_decay (0), batch_size")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--use-labels", action="store_true", help="train on the query's own labels where known")
+    s.add_argument("--unfrozen", action="store_true", help="train every weight, not only the new batches'")
+    s.add_argument("--latent-key", default=None, help="default X_scVI or X_scANVI by the reference")
+    s.add_argument("--predicted-key", default="C_scANVI")
+    s.add_argument("--accelerator", default="auto", choices=["auto", "cpu", "cuda", "gpu", "mps"])
+    s.add_argument("--threads", type=int, default=None)
 
     s = add("summarize", "gather runs' metrics.json into one TSV")
     s.add_argument("--metrics", nargs="+", required=True)
@@ -140,6 +164,7 @@ def _dispatch(args) -> None:
 
         setup = args.setup or dict(
             layer=args.layer, batch_key=args.batch_key, labels_key=args.labels_key,
+            unlabeled_category=args.unlabeled_category,
             size_factor_key=args.size_factor_key, categorical_covariate_keys=args.categorical_covariate_keys,
             continuous_covariate_keys=args.continuous_covariate_keys, n_top_genes=args.n_top_genes,
         )
@@ -156,17 +181,26 @@ def _dispatch(args) -> None:
         train(args.prepared, args.registry, args.model, args.history, latent_out=args.latent,
               checkpoint_dir=args.checkpoint_dir,
               model_params=args.model_params, train_params=args.train_params, seed=args.seed,
-              accelerator=args.accelerator, threads=args.threads, enable_progress_bar=args.progress_bar)
+              accelerator=args.accelerator, threads=args.threads, enable_progress_bar=args.progress_bar,
+              model_class=args.model_class)
     elif cmd == "export":
         from snakevi.steps.export import export
 
         export(args.model, args.input, args.output, latent=args.latent, latent_key=args.latent_key,
+               predicted_key=args.predicted_key,
                normalized_layer=args.normalized_layer, library_size=args.library_size, threads=args.threads)
     elif cmd == "report":
         from snakevi.steps.report import report
 
         report(args.history, args.latent, args.prepared, args.registry, args.output, run=args.run,
-               latent_key=args.latent_key)
+               latent_key=args.latent_key, metrics=args.metrics, seed=args.seed)
+    elif cmd == "map-query":
+        from snakevi.steps.map_query import map_query
+
+        map_query(args.reference, args.input, args.model, args.history, args.output, args.summary,
+                  train_params=args.train_params, seed=args.seed, use_labels=args.use_labels,
+                  unfrozen=args.unfrozen, latent_key=args.latent_key, predicted_key=args.predicted_key,
+                  accelerator=args.accelerator, threads=args.threads)
     elif cmd == "summarize":
         from snakevi.steps.report import summarize
 

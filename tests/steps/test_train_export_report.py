@@ -143,10 +143,29 @@ def test_report_writes_every_file_and_the_summary_row(trained, tmp_path):
             assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert metrics["run"] == "tiny" and metrics["epochs"] == 3 and metrics["n_latent"] == 3
     assert metrics["elbo_validation"] == pytest.approx(pd.read_csv(out / "history.csv")["elbo_validation"].iloc[-1])
+    scores = pd.read_csv(tmp_path / "report" / "metrics.tsv", sep="\t", index_col="embedding")
+    assert list(scores.index) == ["X_scVI", "PCA (unintegrated)"]
+    assert {"Isolated labels", "KMeans NMI", "BRAS", "iLISI", "KBET", "PCR comparison", "Total"} <= set(scores.columns)
+    total = 0.4 * scores["Batch correction"] + 0.6 * scores["Bio conservation"]
+    np.testing.assert_allclose(scores["Total"], total, atol=1e-5)
+    assert scores.loc["PCA (unintegrated)", "PCR comparison"] == 0  # the baseline against itself
+    assert metrics["Total"] == pytest.approx(scores.loc["X_scVI", "Total"], abs=1e-5)
     table = summarize([tmp_path / "report" / "metrics.json"], tmp_path / "summary.tsv")
     back = pd.read_csv(tmp_path / "summary.tsv", sep="\t")
-    assert list(back["run"]) == ["tiny"] and len(table) == 1
+    assert [row["run"] for row in table] == ["tiny"]
     assert back.loc[0, "n_obs"] == 300 and back.loc[0, "n_vars"] == 50
+    assert back.loc[0, "Total"] == pytest.approx(metrics["Total"])
+    assert back.loc[0, "Total (PCA baseline)"] == pytest.approx(scores.loc["PCA (unintegrated)", "Total"], abs=1e-5)
+
+
+def test_report_without_labels_writes_a_note_instead_of_scores(trained, tmp_path):
+    _, registry_json, prepared, out = trained
+    metrics = report(out / "history.csv", out / "latent.npy", prepared, registry_json, tmp_path / "report",
+                     metrics=False)
+    lines = (tmp_path / "report" / "metrics.tsv").read_text().splitlines()
+    assert lines[0] == "embedding" and lines[1].startswith("# integration metrics were switched off")
+    assert (tmp_path / "report" / "integration.png").read_bytes()[:4] == b"\x89PNG"
+    assert metrics["Total"] is None
 
 
 def test_report_refuses_a_latent_of_other_cells(trained, tmp_path):

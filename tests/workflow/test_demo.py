@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import anndata
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -12,7 +13,7 @@ import yaml
 from wf_helpers import REPO, planned_jobs, snakemake, write_config
 
 REPORT_FILES = ["loss_elbo.png", "loss_reconstruction.png", "loss_kl.png", "latent_batch.png",
-                "latent_label.png", "metrics.json"]
+                "latent_label.png", "integration.png", "metrics.tsv", "metrics.json"]
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +44,9 @@ def test_every_artifact_is_written(demo_run):
     assert "finished" in (run / "logs" / "train.log").read_text()
     summary = pd.read_csv(demo_run / "results" / "summary.tsv", sep="\t")
     assert list(summary["run"]) == ["demo"] and summary.loc[0, "epochs"] == 2
+    assert np.load(run / "latent.npy").shape == (400, 4)
+    scores = pd.read_csv(run / "report" / "metrics.tsv", sep="\t", index_col="embedding")
+    assert summary.loc[0, "Total"] == pytest.approx(scores.loc["X_scVI", "Total"], abs=1e-5)
 
 
 def test_a_second_run_with_nothing_changed_runs_no_job(demo_run):

@@ -63,3 +63,9 @@ def test_every_artifact_of_a_real_run(real_runs, run, n_obs, n_vars, labels):
     assert sorted(summary.index) == ["cellbench", "kang"]
     assert summary.loc[run, "n_obs"] == n_obs and summary.loc[run, "n_latent"] == N_LATENT
     assert summary.loc[run, "elbo_validation"] == pytest.approx(history["elbo_validation"].iloc[-1])
+    # Integration metrics of the latent space and the PCA baseline, also in the summary.
+    scores = pd.read_csv(out / "report" / "metrics.tsv", sep="\t", index_col="embedding")
+    assert list(scores.index) == ["X_scVI", "PCA (unintegrated)"]
+    assert scores.loc["X_scVI"].notna().all() and 0 < scores.loc["X_scVI", "Total"] < 1
+    assert (out / "report" / "integration.png").read_bytes()[:4] == b"\x89PNG"
+    assert summary.loc[run, "Total"] == pytest.approx(metrics["Total"])

@@ -43,7 +43,36 @@ def selected_runs():
     return sorted(chosen)
 
 
+def resolve_model_defaults():
+    """Fill the defaults that depend on the model class and check what scanvi needs."""
+    default_key = {"scvi": "X_scVI", "scanvi": "X_scANVI"}
+    for name, run in config["runs"].items():
+        if run["export"]["latent_key"] is None:
+            run["export"]["latent_key"] = default_key[run["model_class"]]
+        if run["model_class"] == "scanvi":
+            for key in ("labels_key", "unlabeled_category"):
+                if run["setup"][key] is None:
+                    raise WorkflowError(
+                        f"Invalid config at runs.{name}.setup.{key}: model_class scanvi needs it "
+                        "(the obs column of cell labels, and the value in it that marks unlabelled cells)."
+                    )
+    for name, query in config["queries"].items():
+        if query["reference"] not in config["runs"]:
+            raise WorkflowError(
+                f"Invalid config at queries.{name}.reference: {query['reference']!r} is not among the "
+                f"runs {sorted(config['runs'])}."
+            )
+        if query["export"]["latent_key"] is None:
+            reference = config["runs"][query["reference"]]
+            query["export"]["latent_key"] = default_key[reference["model_class"]]
+
+
+resolve_model_defaults()
 RUNS = selected_runs()
+# Queries of the runs being built (select_runs leaves out the queries of the runs it leaves out).
+QUERIES = sorted(
+    name for name, query in config["queries"].items() if query["reference"] in RUNS
+)
 
 
 def run_config(wildcards):
@@ -100,13 +129,31 @@ REPORT_FILES = [
     "loss_kl.png",
     "latent_batch.png",
     "latent_label.png",
+    "integration.png",
+    "metrics.tsv",
     "metrics.json",
 ]
 
 
+def query_config(wildcards):
+    """The validated config of the query named by the job's ``query`` wildcard."""
+    return config["queries"][wildcards.query]
+
+
+def query_reference(wildcards):
+    """The trained model folder of the run a query maps onto."""
+    return f"results/{query_config(wildcards)['reference']}/model"
+
+
+def query_dataset(wildcards):
+    """Input .h5ad of a query, as written in the config (see ``dataset``)."""
+    return local(query_config(wildcards)["dataset"])
+
+
 def all_targets():
-    """Every final artifact: per run the embedding, model and report, plus the summary."""
+    """Every final artifact: per run the embedding, model and report, plus the summary; per query its embedding."""
     targets = ["results/summary.tsv"]
+    targets += [f"results/queries/{query}/embedding.h5ad" for query in QUERIES]
     for run in RUNS:
         targets += [
             f"results/{run}/embedding.h5ad",

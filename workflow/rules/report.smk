@@ -41,6 +41,20 @@ rule report:
             subcategory="Latent space",
             labels={"run": "{run}", "figure": "by label"},
         ),
+        integration=report(
+            "results/{run}/report/integration.png",
+            caption="../report/integration.rst",
+            category="{run}",
+            subcategory="Integration",
+            labels={"run": "{run}", "figure": "scib-style metrics"},
+        ),
+        table=report(
+            "results/{run}/report/metrics.tsv",
+            caption="../report/integration.rst",
+            category="{run}",
+            subcategory="Integration",
+            labels={"run": "{run}", "figure": "metrics table"},
+        ),
         metrics="results/{run}/report/metrics.json",
     log:
         "results/{run}/logs/report.log",
@@ -55,6 +69,8 @@ rule report:
     params:
         run="{run}",
         latent_key=lambda wildcards: run_config(wildcards)["export"]["latent_key"],
+        metrics=lambda wildcards: run_config(wildcards)["report"]["metrics"],
+        seed=lambda wildcards: run_config(wildcards)["seed"],
     script:
         "../../scripts/report.py"
 

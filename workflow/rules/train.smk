@@ -24,6 +24,7 @@ rule train:
         model=lambda wildcards: run_config(wildcards)["model"],
         train=lambda wildcards: run_config(wildcards)["train"],
         seed=lambda wildcards: run_config(wildcards)["seed"],
+        model_class=lambda wildcards: run_config(wildcards)["model_class"],
         accelerator=run_accelerator,
         # Beside the outputs (so under a module's prefix too), but not an output itself.
         checkpoint_dir=lambda wildcards, output: checkpoint_dir(output),

@@ -17,6 +17,7 @@ from snakevi.data.registry import (
     setup_anndata,
     transfer_setup,
 )
+from snakevi.data.semisupervised import SemiSupervisedDataLoader, SemiSupervisedDataSplitter
 from snakevi.data.simulate import simulate
 from snakevi.data.splitter import DataSplitter, validate_data_split, validate_external_indexing
 from snakevi.data.validation import RegistrationError
@@ -26,6 +27,8 @@ __all__ = [
     "CellData",
     "DataSplitter",
     "RegistrationError",
+    "SemiSupervisedDataLoader",
+    "SemiSupervisedDataSplitter",
     "check_registry_format",
     "get_registry",
     "library_size_stats",

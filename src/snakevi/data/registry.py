@@ -47,6 +47,7 @@ def setup_anndata(
     size_factor_key: str | None = None,
     categorical_covariate_keys: list[str] | None = None,
     continuous_covariate_keys: list[str] | None = None,
+    unlabeled_category: str | int | float | None = None,
     model_name: str = "SCVI",
 ) -> dict:
     """Validate ``adata`` and register how it maps to tensors.
@@ -63,6 +64,12 @@ def setup_anndata(
         ``obs`` column of positive per-cell size factors (used instead of the observed library).
     categorical_covariate_keys, continuous_covariate_keys
         Extra ``obs`` columns fed to the model as covariates.
+    unlabeled_category
+        Semi-supervised models (SCANVI): the value of ``labels_key`` that marks unlabelled
+        cells. It becomes the last label category (swapped with the last one, or appended
+        when no cell has it), as in scvi-tools, and is recorded in ``setup_args`` and
+        ``fields["labels"]["unlabeled_category"]``. New data transferred onto such a registry
+        never extends the label categories.
     model_name
         Name of the model class the data is set up for (checked by the model).
 
@@ -96,12 +103,16 @@ def setup_anndata(
         "categorical_covariate_keys": _as_list_or_none(categorical_covariate_keys, "categorical_covariate_keys"),
         "continuous_covariate_keys": _as_list_or_none(continuous_covariate_keys, "continuous_covariate_keys"),
     }
+    if unlabeled_category is not None:
+        setup_args["unlabeled_category"] = _unlabeled_value(unlabeled_category, labels_key)
     registry = _build_registry(adata, setup_args, model_name)
     adata.uns[ADATA_UNS_REGISTRY_KEY] = json.dumps(registry, allow_nan=False)
     return registry
 
 
-def transfer_setup(adata, registry: dict, *, extend_categories: bool = False) -> dict:
+def transfer_setup(
+    adata, registry: dict, *, extend_categories: bool = False, allow_missing_labels: bool = False
+) -> dict:
     """Register new data with the setup (and category mappings) of an existing registry.
 
     Used when a trained model meets new data (``model.load``, queries on other cells): the
@@ -115,7 +126,14 @@ def transfer_setup(adata, registry: dict, *, extend_categories: bool = False) ->
     registry
         The registry of the data the model was set up on.
     extend_categories
-        Append unseen categories to the mappings (after the known ones) instead of refusing them.
+        Append unseen categories to the mappings instead of refusing them. They go after the
+        known ones, in sorted order (as scvi-tools' ``transfer_fields``), so known codes keep
+        their meaning.
+    allow_missing_labels
+        For query data (scArches, ``load_query_data``): labels are never extended. When the
+        registry has an unlabeled category (SCANVI's), a missing labels column is filled with
+        it and labels the registry does not know are set to it, in ``adata.obs`` (with a
+        warning); without one, unknown labels are an error that names them.
 
     Returns
     -------
@@ -124,6 +142,8 @@ def transfer_setup(adata, registry: dict, *, extend_categories: bool = False) ->
     """
     check_registry_format(registry, "the given registry")
     check_same_genes(adata, registry["fields"][REGISTRY_KEYS.X_KEY]["column_names"])
+    if allow_missing_labels:
+        _labels_for_query(adata, registry)
     new = _build_registry(
         adata,
         dict(registry["setup_args"]),
@@ -210,7 +230,16 @@ def _build_registry(adata, setup_args: dict, model_name: str, source: dict | Non
 
     batch_key, labels_key = setup_args["batch_key"], setup_args["labels_key"]
     batch_map = mapping(batch_key, "batch_key", K.BATCH_KEY)
-    labels_map = mapping(labels_key, "labels_key", K.LABELS_KEY)
+    unlabeled = setup_args.get("unlabeled_category")
+    if unlabeled is None:
+        labels_map = mapping(labels_key, "labels_key", K.LABELS_KEY)
+    elif source is None:
+        labels_map = _unlabeled_last(mapping(labels_key, "labels_key", K.LABELS_KEY), unlabeled)
+    else:
+        # As scvi-tools: query labels never extend the mapping (the unlabelled code stays last).
+        known = list(src[K.LABELS_KEY]["categorical_mapping"])
+        labels_map = _transfer_mapping(adata, labels_key, "labels_key", known,
+                                       v.categorical_mapping(adata, labels_key, "labels_key", warn_small=False), False)
     sf_key = setup_args["size_factor_key"]
     if sf_key is not None:
         v.numeric_column(adata, sf_key, "size_factor_key", positive=True)
@@ -233,7 +262,8 @@ def _build_registry(adata, setup_args: dict, model_name: str, source: dict | Non
             "column_names": [str(g) for g in adata.var_names],
         },
         K.BATCH_KEY: {"original_key": batch_key, "categorical_mapping": batch_map},
-        K.LABELS_KEY: {"original_key": labels_key, "categorical_mapping": labels_map},
+        K.LABELS_KEY: {"original_key": labels_key, "categorical_mapping": labels_map,
+                       **({} if unlabeled is None else {"unlabeled_category": unlabeled})},
         K.SIZE_FACTOR_KEY: {"original_key": sf_key},
         K.CAT_COVS_KEY: {
             "field_keys": list(cat_keys),
@@ -263,12 +293,37 @@ def _build_registry(adata, setup_args: dict, model_name: str, source: dict | Non
     }
 
 
+def _unlabeled_value(value, labels_key):
+    """``unlabeled_category`` as a JSON-native value; it needs a ``labels_key``."""
+    if labels_key is None:
+        raise RegistrationError(
+            f"unlabeled_category={value!r} was given without labels_key; name the obs column that holds "
+            "the cell labels (and the unlabelled marker), e.g. labels_key='cell_type'."
+        )
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()  # numpy scalar -> Python scalar
+    if not isinstance(value, (str, int, float, bool)):
+        raise RegistrationError(
+            f"unlabeled_category={value!r} has type {type(value).__name__}; use a string or number "
+            "(a value of the labels column)."
+        )
+    return value
+
+
+def _unlabeled_last(mapping: list, unlabeled) -> list:
+    """Put ``unlabeled`` last: swapped with the last category (scvi-tools' order), or appended."""
+    mapping = list(mapping)
+    if unlabeled in mapping:
+        i = mapping.index(unlabeled)
+        mapping[i], mapping[-1] = mapping[-1], mapping[i]
+    else:
+        mapping.append(unlabeled)
+    return mapping
+
+
 def _transfer_mapping(adata, key, role, known: list, cats: list, extend: bool) -> list:
     """The registry's mapping for ``key``, refusing (or appending) categories it does not know."""
-    # Only values present in cells count: a categorical column may carry unused categories.
-    observed = set(adata.obs[key].dropna().unique().tolist())
-    known_set = set(known)
-    unseen = [c for c in cats if c in observed and c not in known_set]
+    unseen = _unseen_values(adata.obs[key], known, cats)
     if not unseen:
         return known
     if extend:
@@ -279,6 +334,76 @@ def _transfer_mapping(adata, key, role, known: list, cats: list, extend: bool) -
         "Rename them to known categories, drop those cells, or pass extend_categories=True "
         "(the model then needs to learn the new categories, e.g. scArches-style fine-tuning)."
     )
+
+
+def _unseen_values(column, known: list, cats: list | None = None) -> list:
+    """Values of ``column`` not in ``known``, sorted as scvi-tools appends them (``np.unique``)."""
+    # Only values present in cells count: a categorical column may carry unused categories.
+    observed = column.dropna().unique().tolist()
+    known_set = set(known)
+    unseen = list(dict.fromkeys(c for c in observed if c not in known_set))
+    try:
+        return sorted(unseen)
+    except TypeError:  # mixed types cannot be sorted: keep the column's category order
+        order = {c: i for i, c in enumerate(cats or observed)}
+        return sorted(unseen, key=lambda c: order.get(c, len(order)))
+
+
+def registry_unlabeled_category(registry: dict):
+    """The registry's unlabeled category (SCANVI's ``unlabeled_category``), or ``None``."""
+    labels = registry["fields"].get(REGISTRY_KEYS.LABELS_KEY, {})
+    if labels.get("unlabeled_category") is not None:
+        return labels["unlabeled_category"]
+    return (registry.get("setup_args") or {}).get("unlabeled_category")
+
+
+def _labels_for_query(adata, registry: dict) -> None:
+    """Query labels: fill a missing column, or unknown labels, with the unlabeled category."""
+    import warnings
+
+    import pandas as pd
+
+    field = registry["fields"][REGISTRY_KEYS.LABELS_KEY]
+    key, known = field["original_key"], list(field["categorical_mapping"])
+    if key is None:
+        return
+    unlabeled = registry_unlabeled_category(registry)
+    if key not in adata.obs.columns:
+        if unlabeled is None:
+            return  # the registry check names the missing column
+        warnings.warn(
+            f"The query has no adata.obs[{key!r}] (the reference's labels_key); every cell is set to "
+            f"the unlabeled category {unlabeled!r}.",
+            UserWarning,
+            stacklevel=3,
+        )
+        cats = known if unlabeled in known else [*known, unlabeled]
+        adata.obs[key] = pd.Categorical([unlabeled] * adata.n_obs, categories=cats)
+        return
+    column = adata.obs[key]
+    unseen = _unseen_values(column, known)
+    if not unseen:
+        return
+    hit = column.isin(unseen).to_numpy()
+    if unlabeled is None:
+        raise RegistrationError(
+            f"adata.obs[{key!r}] (labels_key) has {int(hit.sum())} cell(s) with {len(unseen)} label(s) the "
+            f"reference model does not know: {examples(unseen)}. Known labels: {examples(known, n=10)}. "
+            "The reference has no unlabeled category to put them in: rename them to known labels, "
+            "drop those cells, or set up the reference without labels_key."
+        )
+    warnings.warn(
+        f"{int(hit.sum())} cell(s) of adata.obs[{key!r}] have labels the reference does not know "
+        f"({examples(unseen)}); they are set to the unlabeled category {unlabeled!r} in adata.obs[{key!r}] "
+        "(copy the column first to keep the original labels).",
+        UserWarning,
+        stacklevel=3,
+    )
+    values = column.astype(object).to_numpy(copy=True)
+    values[hit] = unlabeled
+    present = set(values.tolist())
+    cats = [c for c in known if c in present]
+    adata.obs[key] = pd.Categorical(values, categories=cats if unlabeled in cats else [*cats, unlabeled])
 
 
 def check_same_genes(adata, names: list[str]) -> None:

@@ -123,7 +123,24 @@ def validate_external_indexing(n_obs: int, external_indexing) -> list[np.ndarray
     return arrays
 
 
-class DataSplitter:
+class SplitLoaders:
+    """The three loaders of a splitter; subclasses set ``train_idx``/``val_idx``/``test_idx``,
+    ``drop_last`` and ``_loader(indices, shuffle, drop_last)``."""
+
+    def train_dataloader(self):
+        """Loader over the training cells, shuffled per epoch (call ``set_epoch``)."""
+        return self._loader(self.train_idx, shuffle=True, drop_last=self.drop_last)
+
+    def val_dataloader(self):
+        """Loader over the validation cells in order, or ``None`` when there are none."""
+        return self._loader(self.val_idx, shuffle=False, drop_last=False) if self.val_idx.size else None
+
+    def test_dataloader(self):
+        """Loader over the test cells in order, or ``None`` when there are none."""
+        return self._loader(self.test_idx, shuffle=False, drop_last=False) if self.test_idx.size else None
+
+
+class DataSplitter(SplitLoaders):
     """Split cells into train/validation/test and build a loader for each.
 
     Parameters
@@ -196,15 +213,3 @@ class DataSplitter:
 
         return AnnDataLoader(self.data, indices=indices, batch_size=self.batch_size, shuffle=shuffle,
                              drop_last=drop_last, seed=self.seed, device=self.device)
-
-    def train_dataloader(self):
-        """Loader over the training cells, shuffled per epoch (call ``set_epoch``)."""
-        return self._loader(self.train_idx, shuffle=True, drop_last=self.drop_last)
-
-    def val_dataloader(self):
-        """Loader over the validation cells in order, or ``None`` when there are none."""
-        return self._loader(self.val_idx, shuffle=False, drop_last=False) if self.val_idx.size else None
-
-    def test_dataloader(self):
-        """Loader over the test cells in order, or ``None`` when there are none."""
-        return self._loader(self.test_idx, shuffle=False, drop_last=False) if self.test_idx.size else None

@@ -142,6 +142,7 @@ class BaseModelClass:
         callbacks: list | None = None,
         enable_progress_bar: bool = True,
         ckpt_path: str | os.PathLike | None = None,
+        datasplitter_kwargs: dict | None = None,
     ) -> BaseModelClass:
         """Train the model.
 
@@ -192,20 +193,21 @@ class BaseModelClass:
         ckpt_path
             Resume from this checkpoint (written by ``ModelCheckpoint``); training continues
             exactly where it stopped.
+        datasplitter_kwargs
+            Further arguments of the model's data splitter (e.g. ``drop_last``).
 
         Returns
         -------
         The model itself, so calls can be chained.
         """
-        from snakevi.data import DataSplitter
-        from snakevi.data.device_loader import device_dataloaders, resolve_data_on_device
-        from snakevi.train import EarlyStopping, LearningRateMonitor, Trainer, TrainingPlan, get_max_epochs_heuristic
+        from snakevi.data.device_loader import resolve_data_on_device
+        from snakevi.train import EarlyStopping, LearningRateMonitor, Trainer
 
         seed = self.seed if seed is None else seed
         data = self.data
         if max_epochs is None:
-            max_epochs = get_max_epochs_heuristic(len(data))
-        splitter = DataSplitter(
+            max_epochs = self._default_max_epochs(len(data))
+        splitter = self._make_splitter(
             data,
             train_size=train_size,
             validation_size=validation_size,
@@ -213,9 +215,10 @@ class BaseModelClass:
             shuffle_set_split=shuffle_set_split,
             seed=seed,
             external_indexing=external_indexing,
+            **(datasplitter_kwargs or {}),
         )
         plan_kwargs = dict(plan_kwargs or {})
-        plan = TrainingPlan(self.module, **plan_kwargs)
+        plan = self._make_plan(plan_kwargs, seed)
         plan.n_obs_training = len(splitter.train_idx)
         plan.n_obs_validation = len(splitter.val_idx)
 
@@ -238,6 +241,7 @@ class BaseModelClass:
             )
         if learning_rate_monitor or plan_kwargs.get("reduce_lr_on_plateau", False):
             all_callbacks.append(LearningRateMonitor())
+        all_callbacks += self._required_callbacks(splitter, all_callbacks)
 
         trainer = Trainer(
             max_epochs=max_epochs,
@@ -250,14 +254,8 @@ class BaseModelClass:
             seed=seed,
             deterministic=deterministic,
         )
-        if resolve_data_on_device(data_on_device, data, trainer.device):
-            train_loader, val_loader = device_dataloaders(
-                data, splitter.train_idx, splitter.val_idx, batch_size=splitter.batch_size, seed=splitter.seed,
-                drop_last=splitter.drop_last, device=trainer.device,
-            )
-        else:
-            train_loader = splitter.train_dataloader()
-            val_loader = splitter.val_dataloader() if len(splitter.val_idx) > 0 else None
+        on_device = resolve_data_on_device(data_on_device, data, trainer.device)
+        train_loader, val_loader = self._make_loaders(splitter, on_device, trainer.device)
         self.module.train()
         try:
             trainer.fit(plan, train_loader, val_loader, ckpt_path=ckpt_path)
@@ -271,6 +269,40 @@ class BaseModelClass:
         self.history = _history_frame(trainer.history)
         self.is_trained = True
         return self
+
+    # ---- training hooks (subclasses override what differs) --------------------------------
+    def _default_max_epochs(self, n_obs: int) -> int:
+        """``max_epochs`` when the user gives none: scvi-tools' heuristic."""
+        from snakevi.train import get_max_epochs_heuristic
+
+        return get_max_epochs_heuristic(n_obs)
+
+    def _make_splitter(self, data: CellData, **kwargs):
+        """The data splitter (train/validation/test sets and their loaders)."""
+        from snakevi.data import DataSplitter
+
+        return DataSplitter(data, **kwargs)
+
+    def _make_plan(self, plan_kwargs: dict, seed: int | None):
+        """The training plan for ``self.module`` (``plan_kwargs`` may be consumed)."""
+        from snakevi.train import TrainingPlan
+
+        return TrainingPlan(self.module, **plan_kwargs)
+
+    def _required_callbacks(self, splitter, callbacks: list) -> list:
+        """Callbacks the model needs whatever the user passed (added after ``callbacks``)."""
+        return []
+
+    def _make_loaders(self, splitter, on_device: bool, device):
+        """``(train_loader, val_loader)``; gathered on ``device`` when ``on_device``."""
+        from snakevi.data.device_loader import device_dataloaders
+
+        if on_device:
+            return device_dataloaders(
+                splitter.data, splitter.train_idx, splitter.val_idx, batch_size=splitter.batch_size,
+                seed=splitter.seed, drop_last=splitter.drop_last, device=device,
+            )
+        return splitter.train_dataloader(), splitter.val_dataloader() if len(splitter.val_idx) > 0 else None
 
     # ---- persistence ---------------------------------------------------------------------
     def save(self, dir_path: str | os.PathLike, *, overwrite: bool = False) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Literal, Sequence
 
+from snakevi.model.arches import ArchesMixin
 from snakevi.model.base import BaseModelClass
 from snakevi.model.inference import InferenceMixin
 
@@ -11,7 +12,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from anndata import AnnData
 
 
-class SCVI(InferenceMixin, BaseModelClass):
+class SCVI(ArchesMixin, InferenceMixin, BaseModelClass):
     """scVI: a VAE for UMI counts with batch correction.
 
     Parameters
@@ -100,6 +101,44 @@ class SCVI(InferenceMixin, BaseModelClass):
 
             kwargs["library_log_means"], kwargs["library_log_vars"] = library_size_stats(self.data)
         return kwargs
+
+    def train(self, max_epochs: int | None = None, *, adversarial_classifier: bool = False, **kwargs: Any) -> SCVI:
+        """Train the model; see :meth:`snakevi.model.base.BaseModelClass.train` for the other arguments.
+
+        Parameters
+        ----------
+        max_epochs
+            Passes through the data; ``None`` uses scvi-tools' heuristic.
+        adversarial_classifier
+            Train with :class:`~snakevi.train.AdversarialTrainingPlan`: a batch classifier on
+            the latent space that the encoder learns to fool (better batch mixing). Also
+            accepted as ``plan_kwargs={"adversarial_classifier": True}`` (with
+            ``scale_adversarial_loss``). With a single batch it is turned off with a warning.
+        **kwargs
+            Passed to :meth:`BaseModelClass.train` (``train_size``, ``batch_size``,
+            ``plan_kwargs``, ``callbacks``, ``early_stopping``, ``ckpt_path``, ...).
+
+        Returns
+        -------
+        The model itself.
+        """
+        if adversarial_classifier:
+            kwargs["plan_kwargs"] = {**(kwargs.get("plan_kwargs") or {}), "adversarial_classifier": True}
+        return super().train(max_epochs, **kwargs)
+
+    def _make_plan(self, plan_kwargs: dict, seed: int | None):
+        import torch
+
+        from snakevi.train import AdversarialTrainingPlan, TrainingPlan
+
+        adversarial = plan_kwargs.pop("adversarial_classifier", False)
+        if adversarial is False and "scale_adversarial_loss" not in plan_kwargs:
+            return TrainingPlan(self.module, **plan_kwargs)
+        # The classifier's initial weights come from the training seed, not the caller's RNG state.
+        with torch.random.fork_rng(devices=[]):
+            if seed is not None:
+                torch.manual_seed(seed)
+            return AdversarialTrainingPlan(self.module, adversarial_classifier=adversarial, **plan_kwargs)
 
     @classmethod
     def setup_anndata(

@@ -1,6 +1,7 @@
 """Generative modules (no AnnData here): the module contract, scVI's VAE, its layers and likelihoods."""
 
 from snakevi.module.base import BaseModuleClass, LossOutput
+from snakevi.module.classifier import Classifier
 from snakevi.module.distributions import (
     NegativeBinomial,
     Poisson,
@@ -9,17 +10,21 @@ from snakevi.module.distributions import (
     log_poisson,
     log_zinb_positive,
 )
-from snakevi.module.layers import DecoderSCVI, Encoder, FCLayers
+from snakevi.module.layers import Decoder, DecoderSCVI, Encoder, FCLayers
+from snakevi.module.scanvae import SCANVAE
 from snakevi.module.vae import VAE
 
 __all__ = [
     "BaseModuleClass",
+    "Classifier",
+    "Decoder",
     "DecoderSCVI",
     "Encoder",
     "FCLayers",
     "LossOutput",
     "NegativeBinomial",
     "Poisson",
+    "SCANVAE",
     "VAE",
     "ZeroInflatedNegativeBinomial",
     "log_nb_positive",

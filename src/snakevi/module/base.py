@@ -37,6 +37,10 @@ class LossOutput:
         0-d tensors logged as ``{name}_{train,validation}`` by the training plan.
     n_obs_minibatch
         Cells in the minibatch; taken from ``reconstruction_loss`` when not given.
+    classification_loss, true_labels, logits
+        Semi-supervised modules only (e.g. SCANVAE): the cross-entropy of the labelled
+        minibatch (0-d), its labels ``(n_labelled, 1)`` and the classifier logits
+        ``(n_labelled, n_labels)``; ``None`` when the step had no labelled cells.
 
     The ``*_sum`` attributes are computed once here so the training plan can accumulate
     epoch metrics without knowing how the module split its terms.
@@ -48,6 +52,9 @@ class LossOutput:
     kl_global: torch.Tensor | dict[str, torch.Tensor] | None = None
     extra_metrics: dict[str, torch.Tensor] = field(default_factory=dict)
     n_obs_minibatch: int | None = None
+    classification_loss: torch.Tensor | None = None
+    true_labels: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         rec = _per_cell_total(self.reconstruction_loss)

@@ -340,3 +340,52 @@ class DecoderSCVI(nn.Module):
         px_rate = torch.exp(library) * px_scale
         px_r = self.px_r_decoder(px) if dispersion == "gene-cell" else None
         return px_scale, px_r, px_rate, px_dropout
+
+
+class Decoder(nn.Module):
+    """Map a latent code to the mean and variance of a diagonal Normal (scvi-tools' ``nn.Decoder``).
+
+    Used by SCANVAE for ``p(z1 | z2, y)``. ``p_v = exp(var_decoder(h))``.
+
+    Parameters
+    ----------
+    n_input
+        Input width.
+    n_output
+        Output width.
+    n_cat_list
+        Categories per categorical covariate (see :class:`FCLayers`).
+    n_layers
+        Hidden blocks (no dropout, as in scvi-tools).
+    n_hidden
+        Hidden width.
+    **kwargs
+        Passed to :class:`FCLayers` (``use_batch_norm``, ``use_layer_norm``...).
+    """
+
+    def __init__(
+        self,
+        n_input: int,
+        n_output: int,
+        n_cat_list: Iterable[int] | None = None,
+        n_layers: int = 1,
+        n_hidden: int = 128,
+        **kwargs,
+    ):
+        super().__init__()
+        self.decoder = FCLayers(
+            n_in=n_input,
+            n_out=n_hidden,
+            n_cat_list=n_cat_list,
+            n_layers=n_layers,
+            n_hidden=n_hidden,
+            dropout_rate=0,
+            **kwargs,
+        )
+        self.mean_decoder = nn.Linear(n_hidden, n_output)
+        self.var_decoder = nn.Linear(n_hidden, n_output)
+
+    def forward(self, x: torch.Tensor, *cat_list: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decode ``x`` ``(n_cells, n_input)``; returns ``(p_m, p_v)``, each ``(n_cells, n_output)``."""
+        p = self.decoder(x, *cat_list)
+        return self.mean_decoder(p), torch.exp(self.var_decoder(p))

@@ -374,26 +374,32 @@ class VAE(BaseModuleClass):
         :class:`LossOutput` with per-cell ``reconstruction_loss`` and
         ``kl_local = {"kl_divergence_l", "kl_divergence_z"}``.
         """
-        x = tensors[REGISTRY_KEYS.X_KEY]
         kl_z = kl_divergence(inference_outputs["qz"], generative_outputs["pz"]).sum(dim=-1)
-        if self.use_observed_lib_size:
-            kl_l = torch.zeros_like(kl_z)
-        else:
-            kl_l = kl_divergence(inference_outputs["ql"], generative_outputs["pl"]).sum(dim=-1)
-        log_factorial = tensors.get(REGISTRY_KEYS.X_LOG_FACTORIAL_KEY)
-        if log_factorial is None:
-            rec = -generative_outputs["px"].log_prob(x).sum(-1)
-        else:
-            # sum_g log(x_g!) came with the minibatch (computed once per cell from the sparse
-            # counts): same value, without a dense lgamma per step.
-            px = generative_outputs["px"]
-            rec = log_factorial.reshape(-1) - px.log_prob(x, with_count_constant=False).sum(-1)
+        kl_l = self.library_kl(inference_outputs, generative_outputs, like=kl_z)
+        rec = self.reconstruction_loss(tensors, generative_outputs)
         loss = torch.mean(rec + kl_weight * kl_z + kl_l)
         return LossOutput(
             loss=loss,
             reconstruction_loss=rec,
             kl_local={"kl_divergence_l": kl_l, "kl_divergence_z": kl_z},
         )
+
+    def reconstruction_loss(self, tensors: dict[str, torch.Tensor], generative_outputs: dict) -> torch.Tensor:
+        """Per-cell ``-log p(x | z, l)``, shape ``(n_cells,)`` (``(n_samples, n_cells)`` for 3-D outputs)."""
+        x = tensors[REGISTRY_KEYS.X_KEY]
+        px = generative_outputs["px"]
+        log_factorial = tensors.get(REGISTRY_KEYS.X_LOG_FACTORIAL_KEY)
+        if log_factorial is None:
+            return -px.log_prob(x).sum(-1)
+        # sum_g log(x_g!) came with the minibatch (computed once per cell from the sparse
+        # counts): same value, without a dense lgamma per step.
+        return log_factorial.reshape(-1) - px.log_prob(x, with_count_constant=False).sum(-1)
+
+    def library_kl(self, inference_outputs: dict, generative_outputs: dict, like: torch.Tensor) -> torch.Tensor:
+        """Per-cell KL of the latent library to its prior; zeros shaped ``like`` for an observed library."""
+        if self.use_observed_lib_size:
+            return torch.zeros_like(like)
+        return kl_divergence(inference_outputs["ql"], generative_outputs["pl"]).sum(dim=-1)
 
     # ---------------------------------------------------------------- helpers
     def sample(

@@ -25,6 +25,7 @@ def export(
     *,
     latent: str | os.PathLike | None = None,
     latent_key: str = "X_scVI",
+    predicted_key: str = "C_scANVI",
     normalized_layer: str | None = None,
     library_size: float = 1e4,
     batch_size: int = 1024,
@@ -46,6 +47,9 @@ def export(
         otherwise the latent representation is computed here.
     latent_key
         ``obsm`` key of the latent representation.
+    predicted_key
+        For a scANVI model: ``obs`` key of the predicted labels (their probability goes to
+        ``obs[predicted_key + "_probability"]``). A scANVI model is always loaded (torch).
     normalized_layer
         If given, also store ``get_normalized_expression(library_size=...)`` (dense float32,
         cells x genes) in this layer; its posterior sample is seeded with the model's seed.
@@ -95,10 +99,11 @@ def export(
         except RegistrationError as err:
             raise StepError(f"{h5ad} does not fit the model in {model_dir}: {err}") from err
         out.obsm[latent_key] = np.asarray(read_latent(latent, out.n_obs), dtype=np.float32)
-    if latent is None or normalized_layer:
+    is_scanvi = meta.get("model_name") == "SCANVI"
+    if latent is None or normalized_layer or is_scanvi:
         _model_outputs(out, model_dir, h5ad, latent_key=None if latent is not None else latent_key,
-                       normalized_layer=normalized_layer, library_size=library_size, batch_size=batch_size,
-                       threads=threads)
+                       predicted_key=predicted_key if is_scanvi else None, normalized_layer=normalized_layer,
+                       library_size=library_size, batch_size=batch_size, threads=threads)
     out.uns["snakevi"] = {"latent_key": latent_key, "normalized_layer": normalized_layer or "",
                           "model_dir": str(model_dir)}
     write_h5ad_atomic(out, embedding_out)
@@ -107,21 +112,26 @@ def export(
     return out
 
 
-def _model_outputs(out, model_dir, h5ad, *, latent_key, normalized_layer, library_size, batch_size, threads) -> None:
-    """Load the model on ``out`` and store its latent representation and/or normalized expression."""
+def _model_outputs(out, model_dir, h5ad, *, latent_key, predicted_key, normalized_layer, library_size, batch_size,
+                   threads) -> None:
+    """Load the model on ``out``; store its latent representation, predictions, normalized expression."""
     import torch
 
     from snakevi.data.validation import RegistrationError
-    from snakevi.model import SCVI
+    from snakevi.model import SCANVI, SCVI
 
     if threads:
         torch.set_num_threads(int(threads))
     try:
-        model = SCVI.load(model_dir, out)
+        model = (SCANVI if predicted_key is not None else SCVI).load(model_dir, out)
     except RegistrationError as err:
         raise StepError(f"{h5ad} does not fit the model in {model_dir}: {err}") from err
     if latent_key is not None:
         out.obsm[latent_key] = np.asarray(model.get_latent_representation(batch_size=batch_size), dtype=np.float32)
+    if predicted_key is not None:
+        probs = model.predict(soft=True, batch_size=batch_size)
+        out.obs[predicted_key] = probs.columns.to_numpy()[probs.to_numpy().argmax(axis=1)].astype(str)
+        out.obs[f"{predicted_key}_probability"] = probs.to_numpy().max(axis=1).astype(np.float32)
     if normalized_layer:
         # The expression is decoded from one posterior sample per cell (as in scvi-tools); seeding
         # with the model's seed makes the layer the same on every run.

@@ -20,6 +20,7 @@ def register(
     layer: str | None = None,
     batch_key: str | None = None,
     labels_key: str | None = None,
+    unlabeled_category: str | None = None,
     size_factor_key: str | None = None,
     categorical_covariate_keys: list[str] | None = None,
     continuous_covariate_keys: list[str] | None = None,
@@ -34,8 +35,9 @@ def register(
         Input AnnData file with raw counts in ``X`` or ``layers[layer]``. Never modified.
     registry_out
         Where to write the registry (atomically).
-    layer, batch_key, labels_key, size_factor_key, categorical_covariate_keys, continuous_covariate_keys
-        As :func:`snakevi.data.setup_anndata`.
+    layer, batch_key, labels_key, unlabeled_category, size_factor_key, categorical_covariate_keys, continuous_covariate_keys
+        As :func:`snakevi.data.setup_anndata` (``unlabeled_category``: the label value of cells
+        whose label is unknown, for scANVI; it becomes the last label category).
     n_top_genes
         Keep only this many highly variable genes, chosen on the counts per batch
         (see :mod:`snakevi.steps.hvg`); ``None`` keeps every gene. The choice is recorded in the
@@ -54,7 +56,11 @@ def register(
     log.info("read %s: %d cells x %d genes", h5ad, adata.n_obs, adata.n_vars)
     cat_keys = list(categorical_covariate_keys or []) or None
     cont_keys = list(continuous_covariate_keys or []) or None
+    if unlabeled_category is not None and labels_key is None:
+        raise StepError(f"{h5ad}: setup.unlabeled_category={unlabeled_category!r} needs setup.labels_key, the obs "
+                        "column it is a value of.")
     setup = dict(layer=layer, batch_key=batch_key, labels_key=labels_key, size_factor_key=size_factor_key,
+                 unlabeled_category=unlabeled_category,
                  categorical_covariate_keys=cat_keys, continuous_covariate_keys=cont_keys)
     selection = None
     try:

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 #: The files :func:`report` writes in its folder.
 REPORT_FILES = ("loss_elbo.png", "loss_reconstruction.png", "loss_kl.png", "latent_batch.png",
-                "latent_label.png", "metrics.json")
+                "latent_label.png", "integration.png", "metrics.tsv", "metrics.json")
 #: (file, title, y label, history metric stem)
 _CURVES = (
     ("loss_elbo.png", "ELBO", "negative ELBO per cell", "elbo"),
@@ -35,7 +35,10 @@ _CURVES = (
 #: Columns of the summary table, in order (metrics absent for a run are left empty).
 SUMMARY_COLUMNS = ("run", "n_obs", "n_vars", "n_batch", "n_labels", "n_latent", "epochs", "elbo_train",
                    "elbo_validation", "reconstruction_loss_train", "reconstruction_loss_validation",
-                   "kl_local_train", "kl_local_validation", "latent_key")
+                   "kl_local_train", "kl_local_validation", "latent_key", "Bio conservation",
+                   "Batch correction", "Total", "Total (PCA baseline)")
+#: Aggregate integration scores copied from metrics.tsv into metrics.json and the summary.
+_AGGREGATES = ("Bio conservation", "Batch correction", "Total")
 
 
 def pca_2d(Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -138,6 +141,8 @@ def report(
     *,
     run: str = "run",
     latent_key: str = "X_scVI",
+    metrics: bool = True,
+    seed: int = 0,
 ) -> dict:
     """Write the report folder of one run.
 
@@ -160,6 +165,12 @@ def report(
         Run name shown in titles and in ``metrics.json``.
     latent_key
         Name of the latent representation in titles (the export step's ``obsm`` key).
+    metrics
+        Compute the scib-style integration metrics (:mod:`snakevi.steps.integration`) of the
+        latent space and of a PCA baseline when batch and labels keys are registered; written
+        to ``metrics.tsv`` and ``integration.png``, aggregates also to ``metrics.json``.
+    seed
+        Seed of the metrics' PCA and k-means.
 
     Returns
     -------
@@ -189,6 +200,14 @@ def report(
         key = registry["fields"][field]["original_key"]
         values = None if key is None else category_values(data, registry, field)
         plot_latent(pcs, ratio, values, what, key, run, latent_key, out / name)
+    from snakevi.steps.integration import BASELINE, plot_scores, score_embeddings, why_not_scored, write_metrics_tsv
+
+    note = why_not_scored(registry) if metrics else "integration metrics were switched off (report.metrics: false)"
+    scores = {} if note else score_embeddings(data, registry, Z, latent_key, seed=seed)
+    write_metrics_tsv(out / "metrics.tsv", scores, note)
+    plot_scores(scores, run, out / "integration.png", note)
+    aggregates = {name: _finite(scores[latent_key].get(name)) if scores else None for name in _AGGREGATES}
+    aggregates["Total (PCA baseline)"] = _finite(scores[BASELINE].get("Total")) if scores else None
     s = registry["summary"]
     last = history.iloc[-1] if len(history) else pd.Series(dtype=float)
 
@@ -209,10 +228,16 @@ def report(
         "latent_key": latent_key,
         **{c: final(c) for c in SUMMARY_COLUMNS if c.endswith(("_train", "_validation"))},
         "last_epoch": None if last.empty else int(history.index[-1]),
+        **aggregates,
     }
     write_json_atomic(out / "metrics.json", metrics)
     log.info("report for run %s -> %s", run, out)
     return metrics
+
+
+def _finite(value) -> float | None:
+    """A float for JSON, or None for a missing or undefined (NaN) score."""
+    return None if value is None or not np.isfinite(value) else float(value)
 
 
 def category_values(data, registry: dict, field: str) -> np.ndarray:

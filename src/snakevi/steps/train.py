@@ -32,12 +32,17 @@ PLAN_KEYS = frozenset({
     "reduce_lr_on_plateau", "lr_factor", "lr_patience", "lr_threshold", "lr_scheduler_metric",
     "lr_min", "max_kl_weight", "min_kl_weight",
 })
-#: Training parameters passed to ``SCVI.train``.
+#: Training parameters passed to ``SCVI.train`` (``adversarial`` as ``adversarial_classifier``).
 TRAIN_KEYS = frozenset({
     "max_epochs", "early_stopping", "early_stopping_monitor", "early_stopping_patience",
     "early_stopping_min_delta", "early_stopping_warmup_epochs", "early_stopping_mode",
-    "check_val_every_n_epoch", "gradient_clip_val", "learning_rate_monitor",
+    "check_val_every_n_epoch", "gradient_clip_val", "learning_rate_monitor", "adversarial",
 })
+#: Training parameters of the scANVI phase of a scanvi run (ignored by scvi runs).
+SCANVI_KEYS = frozenset({"scanvi_max_epochs", "classification_ratio", "n_samples_per_label"})
+MODEL_CLASSES = ("scvi", "scanvi")
+#: Checkpoint subfolder of the scANVI phase (its own fingerprint; the scVI phase's is the parent).
+SCANVI_CHECKPOINTS = "scanvi"
 FINGERPRINT_FILE = "fingerprint.json"
 LAST_CKPT = "last.ckpt"
 
@@ -100,13 +105,15 @@ class _LogEpochs:
 
 def split_train_params(train_params: dict) -> tuple[dict, dict]:
     """``(train_kwargs, plan_kwargs)`` from the config's ``train`` section; unknown keys refused."""
-    unknown = sorted(set(train_params) - PLAN_KEYS - TRAIN_KEYS)
+    unknown = sorted(set(train_params) - PLAN_KEYS - TRAIN_KEYS - SCANVI_KEYS)
     if unknown:
         raise StepError(
-            f"Unknown training parameter(s) {unknown}; known: {sorted(PLAN_KEYS | TRAIN_KEYS)}. "
+            f"Unknown training parameter(s) {unknown}; known: {sorted(PLAN_KEYS | TRAIN_KEYS | SCANVI_KEYS)}. "
             "Check the spelling in the run's 'train' section."
         )
     train_kwargs = {k: v for k, v in train_params.items() if k in TRAIN_KEYS}
+    if "adversarial" in train_kwargs:
+        train_kwargs["adversarial_classifier"] = bool(train_kwargs.pop("adversarial"))
     plan_kwargs = {k: v for k, v in train_params.items() if k in PLAN_KEYS}
     return train_kwargs, plan_kwargs
 
@@ -149,6 +156,7 @@ def train(
     history_out: str | os.PathLike,
     *,
     latent_out: str | os.PathLike | None = None,
+    model_class: str = "scvi",
     checkpoint_dir: str | os.PathLike | None = None,
     model_params: dict | None = None,
     train_params: dict | None = None,
@@ -172,6 +180,13 @@ def train(
         mean, ``get_latent_representation()``; cells x ``n_latent`` float32, in the data's cell
         order) as a ``.npy`` file. The model is in memory here, so this costs a few seconds
         less than the export step loading it again (it then needs no torch).
+    model_class
+        ``"scvi"``, or ``"scanvi"``: scVI is trained first (``train_params``), then scANVI is
+        built from it (``SCANVI.from_scvi_model``) and trained for ``scanvi_max_epochs``
+        (``None``: scvi-tools' rule for pretrained models), as scvi-tools recommends. The
+        registry must have a labels key and an unlabeled category. The scANVI phase
+        checkpoints to ``<checkpoint_dir>/scanvi/``, so either phase resumes; ``history.csv``
+        holds both phases' rows, told apart by its ``phase`` column.
     checkpoint_dir
         Where checkpoints go (default: ``checkpoints/`` beside ``model_out``); not an output.
     model_params
@@ -200,7 +215,11 @@ def train(
     model_params = dict(model_params or {})
     train_params = dict(train_params or {})
     train_kwargs, plan_kwargs = split_train_params(train_params)
+    if model_class not in MODEL_CLASSES:
+        raise StepError(f"Unknown model_class {model_class!r}; use one of {list(MODEL_CLASSES)}.")
     registry = registry_from_json(registry_json)
+    if model_class == "scanvi":
+        _check_scanvi_setup(registry, registry_json)
     spec = read_loader_spec(prepared_dir)
     data = load_prepared(prepared_dir, registry)
     split = read_split(prepared_dir)
@@ -212,7 +231,7 @@ def train(
     if threads:
         torch.set_num_threads(int(threads))
     run_fp = fingerprint(spec["registry_sha256"], spec["loader"], spec.get("split_sizes"), model_params,
-                         train_params, int(seed))
+                         train_params, int(seed), model_class)
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else Path(model_out).parent / "checkpoints"
     ckpt_path = _resume_path(ckpt_dir, run_fp)
     created = not ckpt_dir.exists()
@@ -222,8 +241,13 @@ def train(
     if ckpt_path is not None:
         log.info("resuming from %s", ckpt_path)
     try:
-        model, stopper = _fit(data, split, spec, ckpt_dir, ckpt_path, model_params, train_kwargs, plan_kwargs,
-                              seed, accelerator, enable_progress_bar)
+        model, stopper = _fit(lambda: _build_scvi(data, seed, model_params), split, spec, ckpt_dir, ckpt_path,
+                              train_kwargs, plan_kwargs, seed, accelerator, enable_progress_bar)
+        history = _phase_history(model, "scvi" if model_class == "scanvi" else None)
+        if model_class == "scanvi" and stopper.signal_name is None:
+            model, stopper = _fit_scanvi(model, split, spec, ckpt_dir / SCANVI_CHECKPOINTS, run_fp, train_params,
+                                         seed, accelerator, enable_progress_bar)
+            history = history + _phase_history(model, "scanvi")
     except BaseException as err:
         if created and not (ckpt_dir / LAST_CKPT).exists():
             # No epoch completed: leave no folder behind that looks like a run to resume.
@@ -238,7 +262,7 @@ def train(
             "workflow) to resume from it."
         )
     model.save(model_out, overwrite=True)
-    history = model.history.copy()
+    history = _history_table(history)
     write_text_atomic(history_out, history.to_csv(index_label="epoch"))
     log.info("trained %d epochs -> %s, %s", len(history), model_out, history_out)
     if latent_out is not None:
@@ -261,16 +285,77 @@ def _kept_checkpoint(ckpt_dir: Path) -> str:
     )
 
 
-def _fit(data, split, spec, ckpt_dir, ckpt_path, model_params, train_kwargs, plan_kwargs, seed, accelerator,
-         enable_progress_bar):
-    """Build the model and train it with checkpoints and the signal handler; ``(model, stopper)``."""
+def _build_scvi(data, seed, model_params):
     from snakevi.model import SCVI
-    from snakevi.train import CSVLogger, ModelCheckpoint
 
     try:
-        model = SCVI(data, seed=int(seed), **model_params)
+        return SCVI(data, seed=int(seed), **model_params)
     except TypeError as err:
         raise StepError(f"Invalid model parameter: {err}. Check the run's 'model' section.") from err
+
+
+def _check_scanvi_setup(registry: dict, source) -> None:
+    from snakevi.data.registry import registry_unlabeled_category
+
+    if registry["fields"]["labels"]["original_key"] is None or registry_unlabeled_category(registry) is None:
+        raise StepError(
+            f"{source}: model_class scanvi needs a registry with a labels key and an unlabeled category; "
+            "register the data with setup.labels_key and setup.unlabeled_category."
+        )
+
+
+def _fit_scanvi(scvi_model, split, spec, ckpt_dir, run_fp, train_params, seed, accelerator, enable_progress_bar):
+    """The scANVI phase: from the trained scVI model, with its own checkpoint folder."""
+    from snakevi.data.registry import registry_unlabeled_category
+    from snakevi.model import SCANVI
+
+    scanvi_fp = fingerprint(run_fp, "scanvi")
+    ckpt_path = _resume_path(ckpt_dir, scanvi_fp)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(ckpt_dir / FINGERPRINT_FILE, {"fingerprint": scanvi_fp})
+    if ckpt_path is not None:
+        log.info("resuming the scANVI phase from %s", ckpt_path)
+    unlabeled = registry_unlabeled_category(scvi_model.registry)
+    train_kwargs, plan_kwargs = split_train_params({k: v for k, v in train_params.items() if k not in SCANVI_KEYS})
+    # Validation, early stopping and clipping as in the scVI phase; the adversarial classifier is scVI's only.
+    train_kwargs.pop("adversarial_classifier", None)
+    train_kwargs.update(max_epochs=train_params.get("scanvi_max_epochs"),
+                        n_samples_per_label=train_params.get("n_samples_per_label"))
+    # The scANVI phase keeps the optimiser settings but not scVI's KL warm-up: scvi-tools trains it
+    # with the plan's defaults unless told otherwise.
+    plan_kwargs = {k: v for k, v in plan_kwargs.items() if k in ("optimizer", "lr", "weight_decay", "eps")}
+    plan_kwargs["classification_ratio"] = float(train_params.get("classification_ratio", 50))
+    return _fit(lambda: SCANVI.from_scvi_model(scvi_model, unlabeled), split, spec, ckpt_dir, ckpt_path,
+                train_kwargs, plan_kwargs, seed, accelerator, enable_progress_bar)
+
+
+def _phase_history(model, phase: str | None) -> list[dict]:
+    rows = model.history.reset_index(drop=True).to_dict("records")
+    if phase is not None:
+        for row in rows:
+            row["phase"] = phase
+    return rows
+
+
+def _history_table(rows: list[dict]):
+    """history.csv's table: epochs numbered on through the phases, ``phase`` first when present."""
+    import pandas as pd
+
+    table = pd.DataFrame(rows)
+    if "epoch" in table.columns:
+        table = table.drop(columns="epoch")
+    if "phase" in table.columns:
+        table = table[["phase", *[c for c in table.columns if c != "phase"]]]
+    table.index.name = "epoch"
+    return table
+
+
+def _fit(build, split, spec, ckpt_dir, ckpt_path, train_kwargs, plan_kwargs, seed, accelerator,
+         enable_progress_bar):
+    """Build the model and train it with checkpoints and the signal handler; ``(model, stopper)``."""
+    from snakevi.train import CSVLogger, ModelCheckpoint
+
+    model = build()
 
     stopper = _StopOnSignal()
     previous = {}

@@ -62,8 +62,19 @@ def resolve_device(accelerator: str = "auto", devices="auto") -> torch.device:
     return torch.device("mps")
 
 
-def move_batch(batch: Mapping, device: torch.device) -> dict[str, torch.Tensor]:
-    """Copy a minibatch dict (numpy arrays or tensors) to ``device`` as tensors."""
+def move_batch(batch, device: torch.device):
+    """Copy a minibatch dict (numpy arrays or tensors) to ``device`` as tensors.
+
+    A tuple or list of dicts (e.g. the ``(full, labelled)`` pairs of the semi-supervised
+    loader) comes back as a tuple of moved dicts.
+    """
+    if isinstance(batch, (tuple, list)):
+        return tuple(move_batch(part, device) for part in batch)
+    if not isinstance(batch, Mapping):
+        raise TypeError(
+            f"a minibatch is a {type(batch).__name__}; loaders must yield dicts (or tuples of dicts) "
+            "of numpy arrays or torch tensors."
+        )
     out = {}
     for key, value in batch.items():
         if isinstance(value, np.ndarray):

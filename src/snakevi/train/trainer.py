@@ -5,7 +5,8 @@ Per epoch, in this order::
     set_epoch(epoch) on the loaders that have it
     on_train_epoch_start
     for each training minibatch:
-        training_step -> backward -> [clip_grad_norm_] -> optimizer.step -> on_train_batch_end
+        training_step -> backward -> [clip_grad_norm_] -> optimizer.step
+        -> [plan.after_optimizer_step] -> on_train_batch_end
     train metrics computed (one host sync)
     if this is a validation epoch:
         validation loop -> validation metrics -> [scheduler step on a validation metric]
@@ -18,6 +19,10 @@ Per epoch, in this order::
 ``on_fit_start`` runs once before the first epoch (after a checkpoint is restored),
 ``on_fit_end`` after the loop, and ``on_exception`` when anything raised (then it re-raises).
 Callbacks with ``runs_last = True`` run after the others in every hook.
+
+A plan may own more than the module's optimizer (the adversarial plan trains a classifier with
+its own): it then defines ``after_optimizer_step()``, run after each step of the module's
+optimizer, and ``state_dict()``/``load_state_dict()``, saved in checkpoints under ``"plan"``.
 """
 
 from __future__ import annotations
@@ -74,6 +79,8 @@ class Trainer:
         Optimizer steps taken.
     history
         One dict per epoch: ``"epoch"`` plus every metric logged that epoch.
+    train_loader, val_loader
+        The loaders of the running (or last) ``fit``, for callbacks that act on them.
     logged_metrics
         The current epoch's dict (the last row of ``history`` once the epoch ended).
     should_stop, stop_reason
@@ -114,6 +121,7 @@ class Trainer:
             c for c in given if getattr(c, "runs_last", False)
         ]
         self.plan = None
+        self.train_loader = self.val_loader = None
         self.optimizer: torch.optim.Optimizer | None = None
         self.scheduler = None
         self._clip_params: list[torch.nn.Parameter] = []
@@ -154,6 +162,7 @@ class Trainer:
         """
         self._reset_progress()
         self.plan = plan
+        self.train_loader, self.val_loader = train_loader, val_loader
         interval = self._validation_interval(plan, val_loader)
         with deterministic_algorithms(self.deterministic):
             if self.seed is not None:
@@ -182,6 +191,7 @@ class Trainer:
                 loader.set_epoch(epoch)
         plan.module.train()
         self._call("on_train_epoch_start", plan)
+        after_step = getattr(plan, "after_optimizer_step", None)
         n_batches = 0
         for batch_idx, batch in enumerate(train_loader):
             loss = plan.training_step(
@@ -192,6 +202,8 @@ class Trainer:
             if self.gradient_clip_val is not None:
                 self.grad_norm = torch.nn.utils.clip_grad_norm_(self._clip_params, self.gradient_clip_val)
             self.optimizer.step()
+            if after_step is not None:
+                after_step()
             self.global_step += 1
             n_batches += 1
             self._call("on_train_batch_end", plan, loss.detach(), batch_idx)
@@ -278,6 +290,7 @@ class Trainer:
             "module": self.plan.module.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
+            "plan": self.plan.state_dict() if hasattr(self.plan, "state_dict") else {},
             "callbacks": {key: cb.state_dict() for key, cb in self._callback_keys() if hasattr(cb, "state_dict")},
             "history": [dict(row) for row in self.history],
             "should_stop": self.should_stop,
@@ -307,6 +320,17 @@ class Trainer:
             ) from exc
         if self.scheduler is not None:
             self.scheduler.load_state_dict(ckpt["scheduler"])
+        plan_state = ckpt.get("plan") or {}
+        if hasattr(plan, "load_state_dict"):
+            try:
+                plan.load_state_dict(plan_state)
+            except ValueError as exc:
+                raise ValueError(f"checkpoint {path}: {exc}") from exc
+        elif plan_state:
+            raise ValueError(
+                f"checkpoint {path} was written for another training plan: it holds plan state "
+                f"({sorted(plan_state)}) that {type(plan).__name__} cannot restore; resume with the same plan."
+            )
         saved_callbacks = ckpt["callbacks"]
         for key, callback in self._callback_keys():
             if key in saved_callbacks and hasattr(callback, "load_state_dict"):

@@ -7,6 +7,7 @@ from snakevi.train.callbacks.early_stopping import EarlyStopping
 from snakevi.train.callbacks.lr_monitor import LearningRateMonitor
 from snakevi.train.callbacks.nan_guard import NaNGuard, NonFiniteLossError
 from snakevi.train.callbacks.progress import ProgressBar
+from snakevi.train.callbacks.subsample_labels import SubSampleLabels
 from snakevi.train.callbacks.tracker import MonitorCallback
 
 __all__ = [
@@ -19,5 +20,6 @@ __all__ = [
     "NaNGuard",
     "NonFiniteLossError",
     "ProgressBar",
+    "SubSampleLabels",
     "history_to_csv",
 ]

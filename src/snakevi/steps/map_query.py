@@ -1,0 +1,138 @@
+"""Reference mapping: a query .h5ad onto a trained model (scArches surgery), as one step.
+
+The query's genes are put in the reference's order (missing ones padded with zeros), its
+batches are appended to the reference's, and the weights of those new batches train
+(``load_query_data`` with scvi-tools' defaults: the reference's weights are frozen except the
+decoder's batch norm, and query training uses weight decay 0 so that the frozen columns of
+partly trained layers stay exactly as they were). The step writes the query
+model, its history and the query's embedding: ``obsm[latent_key]`` and, for a scANVI
+reference, the predicted labels ``obs[predicted_key]`` with their probability in
+``obs[predicted_key + "_probability"]``. ``summary.json`` counts cells, batches and predicted
+labels, and, when the query has the reference's labels column, the agreement with it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import numpy as np
+
+from snakevi.steps._io import StepError, read_h5ad, write_h5ad_atomic, write_json_atomic, write_text_atomic
+
+log = logging.getLogger(__name__)
+
+
+def map_query(
+    reference_dir: str | os.PathLike,
+    query_h5ad: str | os.PathLike,
+    model_out: str | os.PathLike,
+    history_out: str | os.PathLike,
+    embedding_out: str | os.PathLike,
+    summary_out: str | os.PathLike | None = None,
+    *,
+    train_params: dict | None = None,
+    seed: int = 0,
+    use_labels: bool = False,
+    unfrozen: bool = False,
+    latent_key: str | None = None,
+    predicted_key: str = "C_scANVI",
+    accelerator: str = "auto",
+    threads: int | None = None,
+):
+    """Map ``query_h5ad`` onto the model in ``reference_dir`` and write the query's outputs.
+
+    Parameters
+    ----------
+    reference_dir
+        A model folder written by the train step (SCVI or SCANVI).
+    query_h5ad
+        The query's raw counts, with the reference's batch key in ``obs``.
+    model_out, history_out, embedding_out, summary_out
+        Query model folder, its training history (CSV), the query embedding (.h5ad) and a
+        JSON summary (optional).
+    train_params
+        ``max_epochs`` (100), ``lr`` (1e-3), ``weight_decay`` (0.0: scvi-tools' advice for
+        query training, so the frozen weights are not decayed) and ``batch_size`` (128).
+    seed
+        Seed of the new weights, the split and the minibatch order.
+    use_labels
+        Keep the query's own labels (a scANVI reference then trains on them where known).
+        ``False`` treats every query cell as unlabelled: the usual case of annotating new data.
+    unfrozen
+        Train every weight, not just the new batch columns.
+    latent_key
+        ``obsm`` key of the embedding; ``None``: ``X_scVI`` or ``X_scANVI`` by the reference.
+    predicted_key
+        ``obs`` key of a scANVI reference's predicted labels.
+    accelerator, threads
+        Device and torch CPU threads.
+
+    Returns
+    -------
+    anndata.AnnData
+        The query embedding written.
+    """
+    from snakevi.model.bundle import read_meta
+
+    params = {"max_epochs": 100, "lr": 1e-3, "weight_decay": 0.0, "batch_size": 128, **(train_params or {})}
+    meta = read_meta(reference_dir)
+    name = meta.get("model_name", "SCVI")
+    registry = meta["registry"]
+    is_scanvi = name == "SCANVI"
+    latent_key = latent_key or ("X_scANVI" if is_scanvi else "X_scVI")
+    adata = read_h5ad(query_h5ad)
+    batch_key = registry["setup_args"].get("batch_key")
+    if batch_key is not None and batch_key not in adata.obs.columns:
+        raise StepError(
+            f"{query_h5ad} has no obs[{batch_key!r}], the reference's batch key (obs has "
+            f"{list(adata.obs.columns)[:10]}); add the column naming the query's batches."
+        )
+    labels_key = registry["setup_args"].get("labels_key")
+    truth = None
+    if labels_key is not None and labels_key in adata.obs.columns:
+        truth = adata.obs[labels_key].astype(str).to_numpy()
+        if is_scanvi and not use_labels:
+            adata.obs = adata.obs.drop(columns=labels_key)  # every cell unlabelled; the truth is kept aside
+    import torch
+
+    from snakevi.data import RegistrationError
+    from snakevi.model import SCANVI, SCVI
+    from snakevi.model.arches import prepare_query_anndata
+
+    if threads:
+        torch.set_num_threads(int(threads))
+    cls = SCANVI if is_scanvi else SCVI
+    try:
+        adata = prepare_query_anndata(adata, str(reference_dir), inplace=False)
+        model = cls.load_query_data(adata, str(reference_dir), unfrozen=unfrozen, accelerator=accelerator)
+    except (RegistrationError, ValueError) as err:
+        raise StepError(f"{query_h5ad} cannot be mapped onto {reference_dir}: {err}") from err
+    train_kwargs = {"max_epochs": int(params["max_epochs"]), "batch_size": int(params["batch_size"]),
+                    "seed": int(seed), "accelerator": accelerator, "enable_progress_bar": False,
+                    "plan_kwargs": {"lr": float(params["lr"]), "weight_decay": float(params["weight_decay"])}}
+    model.train(**train_kwargs)
+    model.save(model_out, overwrite=True)
+    write_text_atomic(history_out, model.history.to_csv(index_label="epoch"))
+
+    out = adata.copy()
+    if truth is not None and is_scanvi and not use_labels:
+        out.obs[labels_key] = truth
+    out.obsm[latent_key] = np.asarray(model.get_latent_representation(), dtype=np.float32)
+    summary = {"reference": str(reference_dir), "model": name, "n_obs": int(out.n_obs),
+               "query_batches": sorted(map(str, adata.obs[batch_key].unique())) if batch_key else [],
+               "epochs": int(len(model.history)), "latent_key": latent_key}
+    if is_scanvi:
+        probs = model.predict(soft=True)
+        predicted = probs.columns.to_numpy()[probs.to_numpy().argmax(axis=1)].astype(str)
+        out.obs[predicted_key] = predicted
+        out.obs[f"{predicted_key}_probability"] = probs.to_numpy().max(axis=1).astype(np.float32)
+        summary["predicted_key"] = predicted_key
+        summary["predicted_counts"] = {str(k): int(v) for k, v in zip(*np.unique(predicted, return_counts=True))}
+        if truth is not None:
+            summary["accuracy_vs_" + labels_key] = float(np.mean(predicted == truth))
+    write_h5ad_atomic(out, embedding_out)
+    if summary_out is not None:
+        write_json_atomic(summary_out, summary)
+    log.info("query %s (%d cells) mapped onto %s -> %s", query_h5ad, out.n_obs, reference_dir, embedding_out)
+    return out
