@@ -15,7 +15,7 @@ from snakevi.cli import build_parser, main
 def test_help_lists_every_step():
     exe = Path(sys.executable).with_name("snakevi")
     out = subprocess.run([str(exe), "--help"], capture_output=True, text=True, check=True).stdout
-    for step in ("register", "prepare", "train", "export", "report", "summarize", "simulate"):
+    for step in ("register", "prepare", "train", "export", "report", "map-query", "summarize", "simulate"):
         assert step in out
 
 

@@ -86,6 +86,22 @@ def test_checkpoints_of_another_run_are_moved_aside(trained, tmp_path):
     assert len(pd.read_csv(tmp_path / "history.csv")) == 1
 
 
+def test_adversarial_option_trains_with_the_batch_classifier(trained, tmp_path):
+    _, registry_json, prepared, _ = trained
+    train(prepared, registry_json, tmp_path / "model", tmp_path / "history.csv", model_params=MODEL,
+          train_params={**TRAIN, "max_epochs": 1, "adversarial": True}, seed=3, accelerator="cpu")
+    plan_state = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["plan"]
+    assert plan_state["adversarial_classifier"] and plan_state["classifier_optimizer"]["state"]
+    assert len(pd.read_csv(tmp_path / "history.csv")) == 1
+
+
+def test_scanvi_needs_labels_and_an_unlabeled_category(trained, tmp_path):
+    _, registry_json, prepared, _ = trained
+    with pytest.raises(StepError, match="unlabeled category"):
+        train(prepared, registry_json, tmp_path / "model", tmp_path / "h.csv", model_class="scanvi")
+    assert not (tmp_path / "model").exists()
+
+
 def test_unknown_train_parameter_is_refused(trained, tmp_path):
     _, registry_json, prepared, _ = trained
     with pytest.raises(StepError, match="max_epoch"):
