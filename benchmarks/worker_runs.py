@@ -38,12 +38,13 @@ def run_worker(system: str, out: Path, args: list[str], *, threads: int, reuse: 
 
 
 def mean_sd(values) -> str:
-    """``mean ± sd`` (sample sd) of the finite values, 3 decimals."""
+    """``mean ± sd`` (sample sd) of the finite values, 3 decimals; the value alone for one."""
     v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=float)
     if v.size == 0:
         return "n/a"
-    sd = v.std(ddof=1) if v.size > 1 else 0.0
-    return f"{v.mean():.3f} ± {sd:.3f}"
+    if v.size == 1:
+        return f"{v[0]:.3f} (1 seed)"
+    return f"{v.mean():.3f} ± {v.std(ddof=1):.3f}"
 
 
 def machine() -> str:
