@@ -129,12 +129,24 @@ def _model_outputs(out, model_dir, h5ad, *, latent_key, predicted_key, normalize
     if latent_key is not None:
         out.obsm[latent_key] = np.asarray(model.get_latent_representation(batch_size=batch_size), dtype=np.float32)
     if predicted_key is not None:
-        probs = model.predict(soft=True, batch_size=batch_size)
-        out.obs[predicted_key] = probs.columns.to_numpy()[probs.to_numpy().argmax(axis=1)].astype(str)
-        out.obs[f"{predicted_key}_probability"] = probs.to_numpy().max(axis=1).astype(np.float32)
+        store_predictions(out, model, predicted_key, batch_size=batch_size)
     if normalized_layer:
         # The expression is decoded from one posterior sample per cell (as in scvi-tools); seeding
         # with the model's seed makes the layer the same on every run.
         torch.manual_seed(0 if model.seed is None else int(model.seed))
         expr = model.get_normalized_expression(library_size=library_size, batch_size=batch_size, return_numpy=True)
         out.layers[normalized_layer] = np.asarray(expr, dtype=np.float32)
+
+
+def store_predictions(out, model, predicted_key: str, *, batch_size: int | None = None) -> np.ndarray:
+    """A scANVI model's labels in ``out.obs[predicted_key]``, their probability in ``<key>_probability``.
+
+    One pass of :meth:`SCANVI.predict` (soft), so label and probability come from the same
+    forward pass. Returns the labels (strings).
+    """
+    probs = model.predict(soft=True, batch_size=batch_size)
+    values = probs.to_numpy()
+    predicted = probs.columns.to_numpy()[values.argmax(axis=1)].astype(str)
+    out.obs[predicted_key] = predicted
+    out.obs[f"{predicted_key}_probability"] = values.max(axis=1).astype(np.float32)
+    return predicted

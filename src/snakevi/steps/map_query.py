@@ -123,10 +123,9 @@ def map_query(
                "query_batches": sorted(map(str, adata.obs[batch_key].unique())) if batch_key else [],
                "epochs": int(len(model.history)), "latent_key": latent_key}
     if is_scanvi:
-        probs = model.predict(soft=True)
-        predicted = probs.columns.to_numpy()[probs.to_numpy().argmax(axis=1)].astype(str)
-        out.obs[predicted_key] = predicted
-        out.obs[f"{predicted_key}_probability"] = probs.to_numpy().max(axis=1).astype(np.float32)
+        from snakevi.steps.export import store_predictions
+
+        predicted = store_predictions(out, model, predicted_key)
         summary["predicted_key"] = predicted_key
         summary["predicted_counts"] = {str(k): int(v) for k, v in zip(*np.unique(predicted, return_counts=True))}
         if truth is not None:

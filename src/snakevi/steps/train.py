@@ -341,9 +341,7 @@ def _history_table(rows: list[dict]):
     """history.csv's table: epochs numbered on through the phases, ``phase`` first when present."""
     import pandas as pd
 
-    table = pd.DataFrame(rows)
-    if "epoch" in table.columns:
-        table = table.drop(columns="epoch")
+    table = pd.DataFrame(rows)  # rows carry no "epoch": _phase_history dropped the index
     if "phase" in table.columns:
         table = table[["phase", *[c for c in table.columns if c != "phase"]]]
     table.index.name = "epoch"
