@@ -70,4 +70,6 @@ def test_script_imports_nothing_heavy_before_its_step_runs(script):
 def test_subpackages_still_load_on_attribute_access():
     # `import snakevi` is cheap, yet `snakevi.data.CellData` & co. work (and import what they need).
     code = "import snakevi\nassert snakevi.data.CellData.__name__ == 'CellData'\n"
-    assert {"pandas", "scipy"} <= set(heavy_imported_by(code))
+    heavy = set(heavy_imported_by(code))
+    # scipy for the sparse counts; no pandas: the train and report jobs read no AnnData.
+    assert "scipy" in heavy and "pandas" not in heavy

@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib
 import json
 import shutil
+import subprocess
+import sys
 
 import anndata
 import numpy as np
@@ -15,7 +17,7 @@ import torch
 from snakevi.model import SCVI
 from snakevi.model.bundle import read_bundle
 from snakevi.steps import StepError, export, report, summarize, train
-from snakevi.steps.report import REPORT_FILES
+from snakevi.steps.report import REPORT_FILES, last_value, read_history
 
 MODEL = {"n_latent": 3, "n_hidden": 16}
 TRAIN = {"max_epochs": 3, "check_val_every_n_epoch": 1, "lr": 0.01}
@@ -52,11 +54,12 @@ def test_sigterm_stops_after_a_checkpoint_and_a_rerun_resumes_exactly(trained, t
     steps_train = importlib.import_module("snakevi.steps.train")  # the module, not the function
 
     _, registry_json, prepared, out = trained
-    # Deliver the "signal" before the first epoch ends: training stops after epoch 0.
+    # Deliver the "signal" before the first epoch ends: training stops after epoch 0, which is
+    # saved although the default spacing of checkpoints (a minute) has not passed.
     original_init = steps_train._StopOnSignal.__init__
 
-    def signalled(self):
-        original_init(self)
+    def signalled(self, checkpoint):
+        original_init(self, checkpoint)
         self.signal_name = "SIGTERM"
 
     monkeypatch.setattr(steps_train._StopOnSignal, "__init__", signalled)
@@ -172,6 +175,35 @@ def test_report_writes_every_file_and_the_summary_row(trained, tmp_path):
     assert back.loc[0, "n_obs"] == 300 and back.loc[0, "n_vars"] == 50
     assert back.loc[0, "Total"] == pytest.approx(metrics["Total"])
     assert back.loc[0, "Total (PCA baseline)"] == pytest.approx(scores.loc["PCA (unintegrated)", "Total"], abs=1e-5)
+
+
+def test_report_job_needs_neither_pandas_nor_pyplot(trained, tmp_path):
+    # The report runs on the workflow's critical path; both imports cost it about half a second.
+    _, registry_json, prepared, out = trained
+    code = (
+        "import json, sys\n"
+        "from snakevi.steps.report import report\n"
+        f"report({str(out / 'history.csv')!r}, {str(out / 'latent.npy')!r}, {str(prepared)!r}, "
+        f"{str(registry_json)!r}, {str(tmp_path / 'report')!r})\n"
+        "print(json.dumps(sorted(m for m in ('pandas', 'matplotlib.pyplot', 'torch', 'anndata') if m in sys.modules)))\n"
+    )
+    done = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.splitlines()[-1]) == []
+    assert (tmp_path / "report" / "latent_label.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_read_history_keeps_text_columns_and_missing_values(tmp_path):
+    path = tmp_path / "history.csv"
+    path.write_text("epoch,phase,elbo_train,elbo_validation\n0,scvi,10.5,\n1,scvi,9.5,9.0\n2,scanvi,8.0,\n")
+    epochs, columns = read_history(path)
+    assert epochs.tolist() == [0, 1, 2] and columns["phase"].tolist() == ["scvi", "scvi", "scanvi"]
+    np.testing.assert_array_equal(columns["elbo_validation"], [np.nan, 9.0, np.nan])
+    assert last_value(columns, "elbo_validation") == 9.0 and last_value(columns, "elbo_train") == 8.0
+    assert last_value(columns, "phase") is None and last_value(columns, "kl_local_train") is None
+    (tmp_path / "bad.csv").write_text("step,loss\n0,1.0\n")
+    with pytest.raises(StepError, match="no 'epoch' column"):
+        read_history(tmp_path / "bad.csv")
 
 
 def test_report_without_labels_writes_a_note_instead_of_scores(trained, tmp_path):

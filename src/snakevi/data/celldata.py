@@ -10,7 +10,6 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-import pandas as pd
 import scipy.sparse as sp
 
 from snakevi._constants import REGISTRY_KEYS
@@ -180,6 +179,8 @@ def _encode(adata, key: str | None, mapping: list, role: str) -> np.ndarray:
     """int64 codes of ``adata.obs[key]`` in ``mapping``'s order (zeros when ``key`` is None)."""
     if key is None:
         return np.zeros(adata.n_obs, dtype=np.int64)
+    import pandas as pd  # here, not at the top: the train and report jobs read no AnnData
+
     check_obs_key(adata, key, role)
     column = adata.obs[key]
     codes = pd.Categorical(column, categories=mapping).codes.astype(np.int64)

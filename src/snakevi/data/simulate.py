@@ -12,7 +12,6 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-import pandas as pd
 import scipy.sparse as sp
 
 #: Cells per generation block. Part of the definition of the output: changing it changes the
@@ -148,6 +147,8 @@ def simulate(
     X = sp.csr_matrix((data, indices, indptr), shape=(n_cells, n_genes))
     if not sparse:
         X = X.toarray()
+
+    import pandas as pd  # with anndata, here: importing snakevi.data must stay light
 
     obs = pd.DataFrame(
         {

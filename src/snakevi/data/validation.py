@@ -7,10 +7,12 @@ what to do about it. The count matrix itself is checked in :mod:`snakevi.data.co
 from __future__ import annotations
 
 import warnings
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:  # pandas comes with the AnnData these checks look at; the train job needs neither
+    import pandas as pd
 
 #: How many example names an error message shows.
 _N_EXAMPLES = 5
@@ -117,6 +119,8 @@ def _warn_small_categories(column: pd.Series, key: str) -> None:
 
 def numeric_column(adata, key: str, role: str, *, positive: bool = False) -> np.ndarray:
     """``adata.obs[key]`` as float64, refusing non-numeric, non-finite (and, if asked, <= 0) values."""
+    import pandas as pd
+
     check_obs_key(adata, key, role)
     column = adata.obs[key]
     if not (pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column)):

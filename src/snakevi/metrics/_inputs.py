@@ -58,6 +58,16 @@ def as_codes(values, name: str, n_cells: int | None = None) -> tuple[np.ndarray,
     (a categorical keeps its own category order; no metric depends on it).
     Missing values (None, NaN) are refused: a cell without a label cannot be scored.
     """
+    if isinstance(values, np.ndarray) and values.dtype.kind in "biuU":
+        # Integers, booleans and fixed-width strings cannot be missing, and np.unique sorts them
+        # as pandas.Categorical does: no pandas import for the report step's integer codes.
+        arr = values.reshape(-1) if values.ndim == 2 and 1 in values.shape else values
+        if arr.ndim != 1:
+            raise MetricInputError(f"{name} must be 1-D (one value per cell); got shape {np.shape(values)}.")
+        _check_length(len(arr), n_cells, name)
+        categories, codes = np.unique(arr, return_inverse=True)
+        return codes.reshape(-1).astype(np.int64), categories
+
     import pandas as pd
 
     if isinstance(values, (pd.Series, pd.Index)):
@@ -71,11 +81,7 @@ def as_codes(values, name: str, n_cells: int | None = None) -> tuple[np.ndarray,
         values = pd.Categorical(arr)
     else:  # keep its categories (the codes' order does not change any metric), minus unused ones
         values = values.remove_unused_categories()
-    if n_cells is not None and len(values) != n_cells:
-        raise MetricInputError(
-            f"{name} has {len(values)} values but the embedding has {n_cells} cells (rows); "
-            f"pass one {name} value per cell, in the embedding's row order."
-        )
+    _check_length(len(values), n_cells, name)
     codes = np.asarray(values.codes, dtype=np.int64)
     missing = codes < 0
     if missing.any():
@@ -85,6 +91,14 @@ def as_codes(values, name: str, n_cells: int | None = None) -> tuple[np.ndarray,
             "fill them in or drop those cells before computing metrics."
         )
     return codes, np.asarray(values.categories)
+
+
+def _check_length(n_values: int, n_cells: int | None, name: str) -> None:
+    if n_cells is not None and n_values != n_cells:
+        raise MetricInputError(
+            f"{name} has {n_values} values but the embedding has {n_cells} cells (rows); "
+            f"pass one {name} value per cell, in the embedding's row order."
+        )
 
 
 def check_same_cells(n_a: int, n_b: int, name_a: str, name_b: str) -> None:

@@ -94,18 +94,16 @@ def write_metrics_tsv(path: str | Path, scores: dict[str, dict], note: str | Non
 
 def plot_scores(scores: dict[str, dict], run: str, path: Path, note: str | None = None) -> None:
     """Grouped horizontal bars: every metric (0 to 1, higher is better) for each embedding."""
-    from snakevi.steps.report import _plt, _save
+    from snakevi.steps.figures import new_axes, save_png
 
-    plt = _plt()
     if not scores:
-        fig, ax = plt.subplots(figsize=(6, 2))
+        fig, ax = new_axes((6, 2))
         ax.axis("off")
         ax.text(0.5, 0.5, f"No integration metrics for run {run}:\n{note}", ha="center", va="center")
-        _save(fig, path)
-        plt.close(fig)
+        save_png(fig, path)
         return
     names = list(next(iter(scores.values())))
-    fig, ax = plt.subplots(figsize=(7, 0.35 * len(names) * len(scores) + 1.5))
+    fig, ax = new_axes((7, 0.35 * len(names) * len(scores) + 1.5))
     height = 0.8 / len(scores)
     y = np.arange(len(names))
     for i, (embedding, values) in enumerate(scores.items()):
@@ -118,5 +116,4 @@ def plot_scores(scores: dict[str, dict], run: str, path: Path, note: str | None 
     ax.set_title(f"Integration metrics (scib-style) — run {run}")
     ax.grid(axis="x", alpha=0.3)
     ax.legend(title="embedding", loc="lower right", fontsize="small")
-    _save(fig, path)
-    plt.close(fig)
+    save_png(fig, path)

@@ -12,14 +12,9 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
-
 import numpy as np
 
 from snakevi.steps._io import StepError, atomic_path, write_json_atomic, write_text_atomic
-
-if TYPE_CHECKING:
-    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -61,33 +56,59 @@ def pca_2d(Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return pcs, np.pad(ratio, (0, 2 - ratio.size))
 
 
-def _plt():
-    import matplotlib
+def read_history(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The train step's ``history.csv``: ``(epochs, {column: values})``.
 
-    matplotlib.use("Agg")  # files only; never a window, also on machines without a display
-    import matplotlib.pyplot as plt
+    Numeric columns become float arrays (empty cells NaN), others (scANVI's ``phase``) stay
+    strings. Plain ``csv``: the report job needs no pandas for one small table.
+    """
+    import csv
 
-    return plt
+    try:
+        with open(path, newline="") as fh:
+            rows = list(csv.reader(fh))
+    except OSError as err:
+        raise StepError(f"Could not read the training history {path} ({err}); rerun the train step.") from err
+    if not rows or "epoch" not in rows[0]:
+        raise StepError(f"{path} has no 'epoch' column; it is not a history written by the train step. "
+                        "Rerun the train step.")
+    header, body = rows[0], rows[1:]
+    columns = {}
+    for j, name in enumerate(header):
+        values = [row[j] if j < len(row) else "" for row in body]
+        try:
+            columns[name] = np.array([float(v) if v != "" else np.nan for v in values], dtype=float)
+        except ValueError:
+            columns[name] = np.array(values, dtype=object)
+    epochs = columns.pop("epoch")
+    return epochs.astype(np.int64) if np.isfinite(epochs).all() else epochs, columns
 
 
-def _save(fig, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+def last_value(columns: dict[str, np.ndarray], name: str) -> float | None:
+    """The last non-missing value of a numeric history column, or None."""
+    values = columns.get(name)
+    if values is None or values.dtype == object:
+        return None
+    values = values[~np.isnan(values)]
+    return float(values[-1]) if values.size else None
 
 
-def plot_curve(history: pd.DataFrame, stem: str, title: str, ylabel: str, run: str, path: Path) -> None:
+def plot_curve(epochs: np.ndarray, columns: dict[str, np.ndarray], stem: str, title: str, ylabel: str,
+               run: str, path: Path) -> None:
     """One loss curve figure: ``<stem>_train`` and ``<stem>_validation`` against epoch."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 4))
+    from snakevi.steps.figures import new_axes, save_png
+
+    fig, ax = new_axes((6, 4))
     drawn = 0
     for split, style in (("train", "-"), ("validation", "--")):
-        col = f"{stem}_{split}"
-        if col in history.columns:
-            series = history[col].dropna()
-            if len(series):
-                ax.plot(series.index, series.to_numpy(), style, marker="o" if len(series) < 30 else None,
-                        markersize=3, label=split)
-                drawn += 1
+        values = columns.get(f"{stem}_{split}")
+        if values is None or values.dtype == object:
+            continue
+        kept = ~np.isnan(values)
+        if kept.any():
+            ax.plot(epochs[kept], values[kept], style, marker="o" if kept.sum() < 30 else None,
+                    markersize=3, label=split)
+            drawn += 1
     if not drawn:
         ax.text(0.5, 0.5, f"no {stem} values in the history", ha="center", va="center", transform=ax.transAxes)
     ax.set_title(f"{title} — run {run}")
@@ -96,15 +117,15 @@ def plot_curve(history: pd.DataFrame, stem: str, title: str, ylabel: str, run: s
     ax.grid(alpha=0.3)
     if drawn:
         ax.legend(title="cells")
-    _save(fig, path)
-    plt.close(fig)
+    save_png(fig, path)
 
 
 def plot_latent(pcs: np.ndarray, ratio: np.ndarray, values, what: str, key: str | None, run: str,
                 latent_key: str, path: Path) -> None:
     """Scatter of the 2-D view, one colour per category of ``values``."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(6.5, 5))
+    from snakevi.steps.figures import category_colors, marker_handle, new_axes, save_png
+
+    fig, ax = new_axes((6.5, 5))
     # Draw cells in a seeded random order so that no category hides the others.
     order = np.random.default_rng(0).permutation(len(pcs))
     size = max(1.0, min(12.0, 20000.0 / max(len(pcs), 1)))
@@ -112,24 +133,18 @@ def plot_latent(pcs: np.ndarray, ratio: np.ndarray, values, what: str, key: str 
         ax.scatter(pcs[order, 0], pcs[order, 1], s=size, color="tab:blue", linewidths=0)
         ax.set_title(f"{latent_key}, PCA — run {run}\n(no {what} key registered)")
     else:
-        import pandas as pd
-
-        cats = pd.Categorical(values)
-        cmap = plt.get_cmap("tab10" if len(cats.categories) <= 10 else "tab20")
-        colors = np.array([cmap(i % cmap.N) for i in range(len(cats.categories))])
-        codes = cats.codes[order]
-        ax.scatter(pcs[order, 0], pcs[order, 1], s=size, c=colors[codes], linewidths=0)
-        shown = list(cats.categories[:20])
-        handles = [plt.Line2D([], [], marker="o", linestyle="", color=colors[i], label=str(c))
-                   for i, c in enumerate(shown)]
-        extra = len(cats.categories) - len(shown)
+        categories, codes = np.unique(np.asarray(values, dtype=str), return_inverse=True)
+        colors = category_colors(len(categories))
+        ax.scatter(pcs[order, 0], pcs[order, 1], s=size, c=colors[codes[order]], linewidths=0)
+        shown = list(categories[:20])
+        handles = [marker_handle(colors[i], str(c)) for i, c in enumerate(shown)]
+        extra = len(categories) - len(shown)
         ax.legend(handles=handles, title=f"{key}" + (f" (+{extra} more)" if extra > 0 else ""),
                   bbox_to_anchor=(1.02, 1), loc="upper left", fontsize="small", markerscale=1.5)
         ax.set_title(f"{latent_key}, PCA, coloured by {what} ({key}) — run {run}")
     ax.set_xlabel(f"PC1 ({100 * ratio[0]:.1f}% of variance)")
     ax.set_ylabel(f"PC2 ({100 * ratio[1]:.1f}% of variance)")
-    _save(fig, path)
-    plt.close(fig)
+    save_png(fig, path)
 
 
 def report(
@@ -177,14 +192,12 @@ def report(
     dict
         The metrics written to ``metrics.json``.
     """
-    import pandas as pd
-
     from snakevi.data.prepared import load_prepared
     from snakevi.data.registry import registry_from_json
     from snakevi.data.validation import RegistrationError
     from snakevi.steps._io import read_latent
 
-    history = pd.read_csv(history_csv, index_col="epoch")
+    epochs, history = read_history(history_csv)
     registry = registry_from_json(registry_json)
     try:
         data = load_prepared(prepared_dir, registry)
@@ -194,7 +207,7 @@ def report(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for name, title, ylabel, stem in _CURVES:
-        plot_curve(history, stem, title, ylabel, run, out / name)
+        plot_curve(epochs, history, stem, title, ylabel, run, out / name)
     pcs, ratio = pca_2d(Z)
     for what, field, name in (("batch", "batch", "latent_batch.png"), ("label", "labels", "latent_label.png")):
         key = registry["fields"][field]["original_key"]
@@ -209,14 +222,6 @@ def report(
     aggregates = {name: _finite(scores[latent_key].get(name)) if scores else None for name in _AGGREGATES}
     aggregates["Total (PCA baseline)"] = _finite(scores[BASELINE].get("Total")) if scores else None
     s = registry["summary"]
-    last = history.iloc[-1] if len(history) else pd.Series(dtype=float)
-
-    def final(col):
-        if col not in history.columns:
-            return None
-        series = history[col].dropna()
-        return float(series.iloc[-1]) if len(series) else None
-
     metrics = {
         "run": run,
         "n_obs": int(s["n_obs"]),
@@ -224,10 +229,10 @@ def report(
         "n_batch": int(s["n_batch"]),
         "n_labels": int(s["n_labels"]),
         "n_latent": int(Z.shape[1]),
-        "epochs": int(len(history)),
+        "epochs": int(len(epochs)),
         "latent_key": latent_key,
-        **{c: final(c) for c in SUMMARY_COLUMNS if c.endswith(("_train", "_validation"))},
-        "last_epoch": None if last.empty else int(history.index[-1]),
+        **{c: last_value(history, c) for c in SUMMARY_COLUMNS if c.endswith(("_train", "_validation"))},
+        "last_epoch": int(epochs[-1]) if len(epochs) else None,
         **aggregates,
     }
     write_json_atomic(out / "metrics.json", metrics)
