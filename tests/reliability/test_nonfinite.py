@@ -22,7 +22,7 @@ def test_nan_loss_stops_with_epoch_step_metric_and_keeps_the_last_good_checkpoin
     proc = snakevi("train", "--prepared", tmp_path / "prepared", "--registry", tmp_path / "registry.json",
                    "--model", out / "model", "--history", out / "history.csv", "--checkpoint-dir", ckpt,
                    "--model-params", json.dumps(MODEL), "--train-params", json.dumps({"max_epochs": 20, "lr": 1.5}),
-                   "--seed", "0", "--accelerator", "cpu", "--threads", "1")
+                   "--seed", "0", "--accelerator", "cpu", "--threads", "1", "--checkpoint-every-seconds", "0")
     err = proc.stderr
     assert proc.returncode == 1, err[-3000:]
     assert "Traceback" not in err
@@ -32,7 +32,7 @@ def test_nan_loss_stops_with_epoch_step_metric_and_keeps_the_last_good_checkpoin
     assert f"train failed: StepError: Non-finite training loss (train_loss) = nan at epoch {good}, batch 0 " \
         "(global step " in err
     assert "lower learning rate" in err and "check the data" in err
-    assert f"The checkpoint of the last good epoch is kept in {ckpt / 'last.ckpt'}" in err
+    assert f"The last checkpoint (written after a good epoch) is kept in {ckpt / 'last.ckpt'}" in err
     # The kept checkpoint is finite and matches the epochs the live history shows.
     assert all(torch.isfinite(t).all() for t in saved["module"].values())
     assert len(pd.read_csv(ckpt / "history.live.csv")) == good

@@ -36,7 +36,7 @@ CONFIG = {
             "setup": {"batch_key": "batch", "labels_key": "label"},
             "split": {"batch_size": 32},
             "model": MODEL,
-            "train": {"max_epochs": 5},
+            "train": {"max_epochs": 5, "checkpoint_every_seconds": 0},
             "export": {"normalized_layer": "scvi_normalized"},
             "resources": {"threads": 1},
         }

@@ -97,6 +97,47 @@ def test_every_n_epochs_and_the_final_save(tmp_path):
     assert torch.load(tmp_path / "last.ckpt", weights_only=True)["epoch"] == 3  # written once more at fit end
 
 
+class _SavesCounted(ModelCheckpoint):
+    """Records the epoch of every save (the file only keeps the last)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.saved_epochs = []
+
+    def _save_epoch(self, trainer):
+        self.saved_epochs.append(trainer.current_epoch)
+        super()._save_epoch(trainer)
+
+
+class _SaveNowAt:
+    """Calls ``checkpoint.save_now`` at the end of one epoch (as the train step's signal handler does)."""
+
+    runs_last = True
+
+    def __init__(self, checkpoint, epoch):
+        self.checkpoint, self.epoch = checkpoint, epoch
+
+    def on_train_epoch_end(self, trainer, plan):
+        if trainer.current_epoch == self.epoch:
+            self.checkpoint.save_now(trainer)
+            self.checkpoint.save_now(trainer)  # a second call saves nothing more
+
+
+def test_every_n_seconds_spaces_the_saves_and_save_now_forces_one(tmp_path):
+    train, _ = make_loaders()
+    ckpt = _SavesCounted(tmp_path, monitor="elbo_train", save_best=False, every_n_seconds=3600)
+    trainer = quiet_trainer(max_epochs=5, callbacks=[ckpt, _SaveNowAt(ckpt, 1)])
+    trainer.fit(toy_plan(), train)
+    # None due by time; epoch 1 saved on request, epoch 4 (the last) at the end of the fit.
+    assert ckpt.saved_epochs == [1]
+    assert torch.load(tmp_path / "last.ckpt", weights_only=True)["epoch"] == 5
+    every = _SavesCounted(tmp_path / "every", monitor="elbo_train", save_best=False, every_n_seconds=0)
+    quiet_trainer(max_epochs=3, callbacks=[every]).fit(toy_plan(), train)
+    assert every.saved_epochs == [0, 1, 2]
+    with pytest.raises(ValueError, match="every_n_seconds=-1"):
+        ModelCheckpoint(tmp_path, every_n_seconds=-1)
+
+
 def test_model_checkpoint_needs_validation_only_for_best_on_a_validation_metric(tmp_path):
     assert ModelCheckpoint(tmp_path).needs_validation
     assert not ModelCheckpoint(tmp_path, save_best=False).needs_validation

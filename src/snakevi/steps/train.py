@@ -8,8 +8,10 @@ aside to ``<folder>.stale`` with a warning. The checkpoint folder also holds
 ``history.live.csv``, rewritten after every epoch. On SIGTERM (what SLURM sends at a time limit or
 on preemption) training stops at the end of the current epoch, the checkpoint of that epoch is
 kept, and the step exits with an error saying to rerun. A non-finite loss or gradient stops
-training with an error naming the epoch, step and metric; the checkpoint of the last good epoch
-stays. A run that fails before its first epoch ends leaves no checkpoint folder behind.
+training with an error naming the epoch, step and metric; the last checkpoint (of a good epoch)
+stays. Checkpoints are spaced ``checkpoint_every_seconds`` apart (each epoch when epochs are
+longer), and the last epoch is always saved. A run that fails before its first checkpoint
+leaves no checkpoint folder behind.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ TRAIN_KEYS = frozenset({
 #: Training parameters of the scANVI phase of a scanvi run (ignored by scvi runs).
 SCANVI_KEYS = frozenset({"scanvi_max_epochs", "classification_ratio", "n_samples_per_label"})
 MODEL_CLASSES = ("scvi", "scanvi")
+#: Seconds between checkpoints (and after every epoch that ends later): see ModelCheckpoint.
+DEFAULT_CHECKPOINT_SECONDS = 60.0
 #: Checkpoint subfolder of the scANVI phase (its own fingerprint; the scVI phase's is the parent).
 SCANVI_CHECKPOINTS = "scanvi"
 FINGERPRINT_FILE = "fingerprint.json"
@@ -54,16 +58,18 @@ class TrainingInterrupted(RuntimeError):
 
 
 class _StopOnSignal:
-    """Callback: after SIGTERM/SIGINT, stop once the epoch's checkpoint is written.
+    """Callback: after SIGTERM/SIGINT, write the epoch's checkpoint, then stop.
 
-    It runs last (after ``ModelCheckpoint``, which is listed before it), so the checkpoint of
-    the interrupted epoch does not record the stop and a rerun resumes training.
+    It runs last (after ``checkpoint``, which is listed before it) and saves the epoch before
+    asking the trainer to stop (a time-spaced checkpoint may have skipped it), so the checkpoint
+    of the interrupted epoch does not record the stop and a rerun resumes training.
     """
 
     runs_last = True
     needs_validation = False
 
-    def __init__(self) -> None:
+    def __init__(self, checkpoint) -> None:
+        self.checkpoint = checkpoint
         self.signal_name: str | None = None
 
     def handler(self, signum, frame) -> None:  # noqa: ARG002 - signal handler signature
@@ -73,6 +79,7 @@ class _StopOnSignal:
 
     def on_train_epoch_end(self, trainer, plan) -> None:  # noqa: ARG002
         if self.signal_name is not None:
+            self.checkpoint.save_now(trainer)
             trainer.should_stop = True
             trainer.stop_reason = f"interrupted by {self.signal_name}"
 
@@ -164,6 +171,7 @@ def train(
     accelerator: str = "auto",
     threads: int | None = None,
     enable_progress_bar: bool = False,
+    checkpoint_every_seconds: float | None = DEFAULT_CHECKPOINT_SECONDS,
 ):
     """Train scVI on a prepared folder and save the model and its history.
 
@@ -203,6 +211,10 @@ def train(
         memory (``SCVI.train(data_on_device="auto")``; the log says so).
     threads
         torch CPU threads (``None``: torch's default).
+    checkpoint_every_seconds
+        Write ``last.ckpt`` after an epoch only when this many seconds have passed since the
+        previous one (``None`` or 0: after every epoch). The last epoch, and the epoch a signal
+        stops, are always written; a hard kill loses at most this much training.
 
     Returns
     -------
@@ -242,11 +254,12 @@ def train(
         log.info("resuming from %s", ckpt_path)
     try:
         model, stopper = _fit(lambda: _build_scvi(data, seed, model_params), split, spec, ckpt_dir, ckpt_path,
-                              train_kwargs, plan_kwargs, seed, accelerator, enable_progress_bar)
+                              train_kwargs, plan_kwargs, seed, accelerator, enable_progress_bar,
+                              checkpoint_every_seconds)
         history = _phase_history(model, "scvi" if model_class == "scanvi" else None)
         if model_class == "scanvi" and stopper.signal_name is None:
             model, stopper = _fit_scanvi(model, split, spec, ckpt_dir / SCANVI_CHECKPOINTS, run_fp, train_params,
-                                         seed, accelerator, enable_progress_bar)
+                                         seed, accelerator, enable_progress_bar, checkpoint_every_seconds)
             history = history + _phase_history(model, "scanvi")
     except BaseException as err:
         if created and not (ckpt_dir / LAST_CKPT).exists():
@@ -280,7 +293,7 @@ def _kept_checkpoint(ckpt_dir: Path) -> str:
     if not last.is_file():
         return "No epoch had completed, so no checkpoint was kept."
     return (
-        f"The checkpoint of the last good epoch is kept in {last}; training again with other parameters "
+        f"The last checkpoint (written after a good epoch) is kept in {last}; training again with other parameters "
         f"(e.g. a lower lr) starts from scratch and moves it to {ckpt_dir}.stale."
     )
 
@@ -304,7 +317,8 @@ def _check_scanvi_setup(registry: dict, source) -> None:
         )
 
 
-def _fit_scanvi(scvi_model, split, spec, ckpt_dir, run_fp, train_params, seed, accelerator, enable_progress_bar):
+def _fit_scanvi(scvi_model, split, spec, ckpt_dir, run_fp, train_params, seed, accelerator, enable_progress_bar,
+                checkpoint_every_seconds):
     """The scANVI phase: from the trained scVI model, with its own checkpoint folder."""
     from snakevi.data.registry import registry_unlabeled_category
     from snakevi.model import SCANVI
@@ -326,7 +340,7 @@ def _fit_scanvi(scvi_model, split, spec, ckpt_dir, run_fp, train_params, seed, a
     plan_kwargs = {k: v for k, v in plan_kwargs.items() if k in ("optimizer", "lr", "weight_decay", "eps")}
     plan_kwargs["classification_ratio"] = float(train_params.get("classification_ratio", 50))
     return _fit(lambda: SCANVI.from_scvi_model(scvi_model, unlabeled), split, spec, ckpt_dir, ckpt_path,
-                train_kwargs, plan_kwargs, seed, accelerator, enable_progress_bar)
+                train_kwargs, plan_kwargs, seed, accelerator, enable_progress_bar, checkpoint_every_seconds)
 
 
 def _phase_history(model, phase: str | None) -> list[dict]:
@@ -349,13 +363,15 @@ def _history_table(rows: list[dict]):
 
 
 def _fit(build, split, spec, ckpt_dir, ckpt_path, train_kwargs, plan_kwargs, seed, accelerator,
-         enable_progress_bar):
+         enable_progress_bar, checkpoint_every_seconds):
     """Build the model and train it with checkpoints and the signal handler; ``(model, stopper)``."""
     from snakevi.train import CSVLogger, ModelCheckpoint
 
     model = build()
 
-    stopper = _StopOnSignal()
+    checkpoint = ModelCheckpoint(str(ckpt_dir), save_last=True, save_best=False,
+                                 every_n_seconds=checkpoint_every_seconds)
+    stopper = _StopOnSignal(checkpoint)
     previous = {}
     for sig in (signal.SIGTERM, signal.SIGINT):
         try:
@@ -373,7 +389,7 @@ def _fit(build, split, spec, ckpt_dir, ckpt_path, train_kwargs, plan_kwargs, see
                 _LogEpochs(),
                 # The history so far, for people watching a long run (history.csv comes at the end).
                 CSVLogger(ckpt_dir / "history.live.csv"),
-                ModelCheckpoint(str(ckpt_dir), save_last=True, save_best=False),
+                checkpoint,
                 stopper,
             ],
             enable_progress_bar=enable_progress_bar,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,13 @@ class ModelCheckpoint(MonitorCallback):
         Write ``best.ckpt`` when ``monitor`` improves.
     every_n_epochs
         Consider saving only after every n-th epoch.
+    every_n_seconds
+        Also wait until this many seconds have passed since the previous save (or the start of
+        the fit): with epochs of a fraction of a second, writing (and fsync-ing) a checkpoint
+        after each would cost more than the training, above all on a cluster's network
+        filesystem. At most this much training is lost to a hard kill; the last epoch is
+        always saved at the end of the fit, and :meth:`save_now` saves at once (the workflow's
+        signal handler uses it before stopping). ``None`` saves after every considered epoch.
     """
 
     runs_last = True
@@ -42,14 +50,19 @@ class ModelCheckpoint(MonitorCallback):
         save_last: bool = True,
         save_best: bool = True,
         every_n_epochs: int = 1,
+        every_n_seconds: float | None = None,
     ) -> None:
         super().__init__(monitor, mode)
         if every_n_epochs < 1:
             raise ValueError(f"every_n_epochs={every_n_epochs!r}: expected an int >= 1.")
+        if every_n_seconds is not None and not every_n_seconds >= 0:
+            raise ValueError(f"every_n_seconds={every_n_seconds!r}: expected a number >= 0, or None.")
         self.dirpath = Path(dirpath)
         self.save_last = save_last
         self.save_best = save_best
         self.every_n_epochs = every_n_epochs
+        self.every_n_seconds = every_n_seconds
+        self._last_save_time = time.monotonic()
         self.best_model_path: str | None = None
         self.last_model_path: str | None = None
         self._last_saved_epoch: int | None = None
@@ -58,10 +71,24 @@ class ModelCheckpoint(MonitorCallback):
     def needs_validation(self) -> bool:
         return self.save_best and "validation" in self.monitor
 
+    def on_fit_start(self, trainer, plan) -> None:
+        self._last_save_time = time.monotonic()
+
     def on_train_epoch_end(self, trainer, plan) -> None:
         epoch = trainer.current_epoch
         if (epoch + 1) % self.every_n_epochs != 0:
             return
+        if self.every_n_seconds is not None and time.monotonic() - self._last_save_time < self.every_n_seconds:
+            return
+        self._save_epoch(trainer)
+
+    def save_now(self, trainer) -> None:
+        """Save the epoch that just ended, unless it is saved already (call from ``on_train_epoch_end``)."""
+        if trainer.history and self._last_saved_epoch != trainer.history[-1]["epoch"]:
+            self._save_epoch(trainer)
+
+    def _save_epoch(self, trainer) -> None:
+        epoch = trainer.current_epoch
         improved = False
         if self.save_best:
             current = self.read_monitor(trainer)
@@ -79,6 +106,7 @@ class ModelCheckpoint(MonitorCallback):
             atomic_torch_save(state, self.best_model_path)
         if self.save_last:
             atomic_torch_save(state, self.last_model_path)
+        self._last_save_time = time.monotonic()
 
     def on_fit_end(self, trainer, plan) -> None:
         if not (self.save_last and trainer.history):
