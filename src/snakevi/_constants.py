@@ -32,3 +32,6 @@ MODEL_FORMAT_VERSION = 1
 
 #: Version of the training checkpoint dict written by ``ModelCheckpoint``.
 CHECKPOINT_FORMAT_VERSION = 1
+#: Default spacing of the train step's checkpoints in seconds (command and workflow; the config
+#: schema repeats it): see ``ModelCheckpoint(every_n_seconds=...)``.
+DEFAULT_CHECKPOINT_SECONDS = 60.0

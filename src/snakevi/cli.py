@@ -22,6 +22,8 @@ import argparse
 import json
 import sys
 
+from snakevi._constants import DEFAULT_CHECKPOINT_SECONDS
+
 
 def _json_arg(text: str) -> dict:
     """A JSON object given inline or as ``@path`` (JSON or YAML file)."""
@@ -97,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--history", required=True, help="history .csv to write")
     s.add_argument("--latent", default=None, help="also write the latent representation (.npy) of every cell")
     s.add_argument("--checkpoint-dir", default=None, help="checkpoints (default: checkpoints/ beside --model)")
-    s.add_argument("--checkpoint-every-seconds", type=float, default=60.0,
+    s.add_argument("--checkpoint-every-seconds", type=float, default=DEFAULT_CHECKPOINT_SECONDS,
                    help="write a checkpoint at most this often (0: after every epoch; the last epoch always)")
     s.add_argument("--model-params", type=_json_arg, default={}, help="JSON: the config's 'model' section")
     s.add_argument("--train-params", type=_json_arg, default={}, help="JSON: the config's 'train' section")

@@ -61,9 +61,7 @@ def as_codes(values, name: str, n_cells: int | None = None) -> tuple[np.ndarray,
     if isinstance(values, np.ndarray) and values.dtype.kind in "biuU":
         # Integers, booleans and fixed-width strings cannot be missing, and np.unique sorts them
         # as pandas.Categorical does: no pandas import for the report step's integer codes.
-        arr = values.reshape(-1) if values.ndim == 2 and 1 in values.shape else values
-        if arr.ndim != 1:
-            raise MetricInputError(f"{name} must be 1-D (one value per cell); got shape {np.shape(values)}.")
+        arr = _one_value_per_cell(values, name)
         _check_length(len(arr), n_cells, name)
         categories, codes = np.unique(arr, return_inverse=True)
         return codes.reshape(-1).astype(np.int64), categories
@@ -73,12 +71,7 @@ def as_codes(values, name: str, n_cells: int | None = None) -> tuple[np.ndarray,
     if isinstance(values, (pd.Series, pd.Index)):
         values = values.array
     if not isinstance(values, pd.Categorical):
-        arr = np.asarray(values)
-        if arr.ndim != 1:
-            arr = arr.reshape(-1) if arr.ndim == 2 and 1 in arr.shape else arr
-        if arr.ndim != 1:
-            raise MetricInputError(f"{name} must be 1-D (one value per cell); got shape {np.shape(values)}.")
-        values = pd.Categorical(arr)
+        values = pd.Categorical(_one_value_per_cell(values, name))
     else:  # keep its categories (the codes' order does not change any metric), minus unused ones
         values = values.remove_unused_categories()
     _check_length(len(values), n_cells, name)
@@ -91,6 +84,16 @@ def as_codes(values, name: str, n_cells: int | None = None) -> tuple[np.ndarray,
             "fill them in or drop those cells before computing metrics."
         )
     return codes, np.asarray(values.categories)
+
+
+def _one_value_per_cell(values, name: str) -> np.ndarray:
+    """``values`` as a 1-D array (a single row or column is flattened), or an error."""
+    arr = np.asarray(values)
+    if arr.ndim == 2 and 1 in arr.shape:
+        arr = arr.reshape(-1)
+    if arr.ndim != 1:
+        raise MetricInputError(f"{name} must be 1-D (one value per cell); got shape {np.shape(values)}.")
+    return arr
 
 
 def _check_length(n_values: int, n_cells: int | None, name: str) -> None:

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 from pathlib import Path
+
 import numpy as np
 
 from snakevi.steps._io import StepError, atomic_path, write_json_atomic, write_text_atomic

@@ -24,6 +24,7 @@ import time
 import warnings
 from pathlib import Path
 
+from snakevi._constants import DEFAULT_CHECKPOINT_SECONDS
 from snakevi.steps._io import StepError, fingerprint, write_json_atomic, write_npy_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -43,8 +44,6 @@ TRAIN_KEYS = frozenset({
 #: Training parameters of the scANVI phase of a scanvi run (ignored by scvi runs).
 SCANVI_KEYS = frozenset({"scanvi_max_epochs", "classification_ratio", "n_samples_per_label"})
 MODEL_CLASSES = ("scvi", "scanvi")
-#: Seconds between checkpoints (and after every epoch that ends later): see ModelCheckpoint.
-DEFAULT_CHECKPOINT_SECONDS = 60.0
 #: Checkpoint subfolder of the scANVI phase (its own fingerprint; the scVI phase's is the parent).
 SCANVI_CHECKPOINTS = "scanvi"
 FINGERPRINT_FILE = "fingerprint.json"
