@@ -3,7 +3,7 @@ import torch
 from train_toys import ToyModule, make_loaders, quiet_trainer, toy_plan
 
 from snakevi.module.base import BaseModuleClass, LossOutput
-from snakevi.train import TrainingPlan
+from snakevi.train import TrainingPlan, optim
 
 
 class NoKLModule(ToyModule):
@@ -24,7 +24,7 @@ def _batch(n=4):
     }
 
 
-@pytest.mark.parametrize(("name", "cls"), [("Adam", torch.optim.Adam), ("AdamW", torch.optim.AdamW)])
+@pytest.mark.parametrize(("name", "cls"), [("Adam", optim.Adam), ("AdamW", optim.AdamW)])
 def test_optimizer_uses_lr_eps_weight_decay_on_trainable_params_only(name, cls):
     plan = toy_plan(optimizer=name, lr=0.05, eps=0.1, weight_decay=0.2)
     plan.module.decoder.bias.requires_grad_(False)

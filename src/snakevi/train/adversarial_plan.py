@@ -26,6 +26,7 @@ import torch
 from snakevi._constants import REGISTRY_KEYS
 from snakevi.module.base import BaseModuleClass, LossOutput
 from snakevi.module.classifier import Classifier
+from snakevi.train import optim
 from snakevi.train.plan import TrainingPlan, _can_fuse
 
 
@@ -106,7 +107,7 @@ class AdversarialTrainingPlan(TrainingPlan):
             # for good (it is not used in validation).
             self.adversarial_classifier.to(self.module.device).train()
             params = [p for p in self.adversarial_classifier.parameters() if p.requires_grad]
-            self.classifier_optimizer = torch.optim.Adam(
+            self.classifier_optimizer = optim.Adam(
                 params, lr=1e-3, eps=0.01, weight_decay=self.weight_decay, fused=_can_fuse(params)
             )
         return optimizer, scheduler

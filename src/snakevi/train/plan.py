@@ -14,12 +14,13 @@ import torch
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 from snakevi.module.base import BaseModuleClass, LossOutput
+from snakevi.train import optim
 from snakevi.train.metrics import EpochMetrics
 from snakevi.train.schedules import compute_kl_weight
 
 OptimizerCreator = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
 
-_OPTIMIZERS = {"Adam": torch.optim.Adam, "AdamW": torch.optim.AdamW}
+_OPTIMIZERS = {"Adam": optim.Adam, "AdamW": optim.AdamW}
 
 
 def _can_fuse(params: list[torch.nn.Parameter]) -> bool | None:
