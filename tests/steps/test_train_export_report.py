@@ -177,6 +177,26 @@ def test_report_writes_every_file_and_the_summary_row(trained, tmp_path):
     assert back.loc[0, "Total (PCA baseline)"] == pytest.approx(scores.loc["PCA (unintegrated)", "Total"], abs=1e-5)
 
 
+def test_train_job_needs_neither_pandas_nor_torch_dynamo(trained, tmp_path):
+    # On the workflow's critical path: pandas costs the job about 0.4 s, torch._dynamo (what
+    # torch.optim imports on first use) about 2 s. The outputs are those of the in-process run.
+    _, registry_json, prepared, out = trained
+    code = (
+        "import json, sys\n"
+        "from snakevi.steps.train import train\n"
+        f"train({str(prepared)!r}, {str(registry_json)!r}, {str(tmp_path / 'model')!r}, "
+        f"{str(tmp_path / 'history.csv')!r}, model_params={MODEL!r}, train_params={TRAIN!r}, seed=3, "
+        "accelerator='cpu', threads=1)\n"
+        "print(json.dumps(sorted(m for m in ('pandas', 'torch._dynamo', 'anndata') if m in sys.modules)))\n"
+    )
+    done = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.splitlines()[-1]) == []
+    assert (tmp_path / "history.csv").read_text() == (out / "history.csv").read_text()
+    assert json.loads((tmp_path / "model" / "model.json").read_text())["history"] == \
+        json.loads((out / "model" / "model.json").read_text())["history"]
+
+
 def test_report_job_needs_neither_pandas_nor_pyplot(trained, tmp_path):
     # The report runs on the workflow's critical path; both imports cost it about half a second.
     _, registry_json, prepared, out = trained

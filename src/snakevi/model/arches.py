@@ -41,11 +41,10 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import pandas as pd
-
 from snakevi.model import bundle
 
 if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
     from anndata import AnnData
 
 
@@ -120,6 +119,8 @@ def prepare_query_anndata(
     ``var`` entries (NaN, ``False`` or ``""``). Below 80% overlap the warning says the mapping
     may be poor, as scvi-tools does.
     """
+    import pandas as pd  # here, not at the top: training imports no pandas
+
     from snakevi.model.query_genes import pad_query_genes
 
     ref_names = pd.Index(_read_reference(reference, weights=False).registry["fields"]["X"]["column_names"])
@@ -270,6 +271,8 @@ def _check_query(adata, ref: _Reference, subset_vars: bool, transfer_batch: bool
 
     if isinstance(adata, CellData) or not hasattr(adata, "var_names"):
         raise TypeError(f"load_query_data needs the query as an AnnData, got {type(adata).__name__}.")
+    import pandas as pd  # here, not at the top: training imports no pandas
+
     ref_names = list(ref.registry["fields"]["X"]["column_names"])
     query_names = [str(g) for g in adata.var_names]
     subset = query_names != ref_names

@@ -12,12 +12,12 @@ import os
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
-import pandas as pd
 
 from snakevi import __version__
 from snakevi.model import bundle
 
 if TYPE_CHECKING:  # pragma: no cover - imports for type checkers only
+    import pandas as pd
     import torch
     from anndata import AnnData
 
@@ -55,9 +55,30 @@ class BaseModelClass:
         self.init_params = {"seed": seed, **model_kwargs}
         self.module = self._build_module(seed, model_kwargs)
         self.is_trained = False
-        self.history = pd.DataFrame()
+        self.history_records = []
         self.train_indices = self.validation_indices = self.test_indices = None
         self.stop_reason: str | None = None
+
+    @property
+    def history(self) -> pd.DataFrame:
+        """Per-epoch metrics (scvi-tools' names), one row per epoch, indexed by ``epoch``.
+
+        Built from :attr:`history_records` on access, so that training and saving a model never
+        import pandas (half a second of every train job).
+        """
+        if self._history_frame is None:
+            self._history_frame = _history_frame(self._history_records)
+        return self._history_frame
+
+    @property
+    def history_records(self) -> list[dict]:
+        """The history as plain rows, one dict per epoch (``epoch`` included); read-only copies."""
+        return [dict(row) for row in self._history_records]
+
+    @history_records.setter
+    def history_records(self, rows: list[dict]) -> None:
+        self._history_records = [dict(row) for row in rows]
+        self._history_frame = None
 
     # ---- construction -------------------------------------------------------------------
     def _module_kwargs(self, model_kwargs: dict) -> dict:
@@ -266,7 +287,7 @@ class BaseModelClass:
         self.train_indices = np.asarray(splitter.train_idx)
         self.validation_indices = np.asarray(splitter.val_idx)
         self.test_indices = np.asarray(splitter.test_idx)
-        self.history = _history_frame(trainer.history)
+        self.history_records = trainer.history
         self.is_trained = True
         return self
 
@@ -318,7 +339,7 @@ class BaseModelClass:
             "init_params": self.init_params,
             "registry": self.registry,
             "is_trained": self.is_trained,
-            "history": _history_records(self.history),
+            "history": _json_records(self.history_records),
             "split": {
                 "train": _index_list(self.train_indices),
                 "validation": _index_list(self.validation_indices),
@@ -371,7 +392,7 @@ class BaseModelClass:
         model.module.to(resolve_device(accelerator))
         model.module.eval()
         model.is_trained = bool(meta.get("is_trained", False))
-        model.history = _history_frame(meta.get("history", []))
+        model.history_records = meta.get("history", [])
         split = meta.get("split", {})
         model.train_indices = _index_array(split.get("train"))
         model.validation_indices = _index_array(split.get("validation"))
@@ -404,6 +425,8 @@ def _check_same_setup(saved: dict, given: dict, where) -> None:
 
 def _history_frame(rows: list[dict]) -> pd.DataFrame:
     """Per-epoch history rows -> DataFrame indexed by epoch, one column per metric."""
+    import pandas as pd
+
     if not rows:
         return pd.DataFrame()
     frame = pd.DataFrame.from_records(copy.deepcopy(list(rows)))
@@ -412,12 +435,23 @@ def _history_frame(rows: list[dict]) -> pd.DataFrame:
     return frame
 
 
-def _history_records(frame: pd.DataFrame) -> list[dict]:
-    if frame is None or frame.empty:
-        return []
-    out = frame.reset_index().to_dict(orient="records")
-    # JSON has no NaN: a metric missing in an epoch (no validation that epoch) becomes null.
-    return [{k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in row.items()} for row in out]
+def history_columns(rows: list[dict]) -> list[str]:
+    """Every key of ``rows`` in first-seen order (a DataFrame's columns), ``epoch`` first if present."""
+    names = list(dict.fromkeys(key for row in rows for key in row))
+    return (["epoch"] if "epoch" in names else []) + [n for n in names if n != "epoch"]
+
+
+def _json_records(rows: list[dict]) -> list[dict]:
+    """``rows`` as JSON-ready records over all columns; a metric missing in an epoch (no
+    validation that epoch) or not finite becomes null, since JSON has no NaN."""
+    columns = history_columns(rows)
+    return [{c: _finite_or_none(row.get(c)) for c in columns} for row in rows]
+
+
+def _finite_or_none(value):
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return None
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def _index_list(indices) -> list[int] | None:

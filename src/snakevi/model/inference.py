@@ -10,9 +10,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
-import pandas as pd
 
 if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
     import torch
 
 
@@ -42,6 +42,8 @@ class InferenceMixin:
     def _gene_mask(self, gene_list: Sequence[str] | None) -> np.ndarray | slice:
         if gene_list is None:
             return slice(None)
+        import pandas as pd  # here, not at the top: training imports no pandas
+
         var_names = pd.Index(self.registry["fields"]["X"]["column_names"])
         missing = [g for g in gene_list if g not in var_names]
         if missing:
@@ -169,6 +171,8 @@ class InferenceMixin:
             return values
         idx, obs_names, var_names = self._cells_and_genes(adata, indices)
         columns = var_names[genes] if gene_list is not None else var_names
+        import pandas as pd  # here, not at the top: training imports no pandas
+
         return pd.DataFrame(values, index=obs_names if obs_names is not None else idx, columns=columns)
 
     def get_likelihood_parameters(

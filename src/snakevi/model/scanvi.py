@@ -7,13 +7,13 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import pandas as pd
 
 from snakevi.model.arches import ArchesMixin
 from snakevi.model.base import BaseModelClass
 from snakevi.model.inference import InferenceMixin
 
 if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
     from anndata import AnnData
 
     from snakevi.model.scvi import SCVI
@@ -374,6 +374,8 @@ class SCANVI(ArchesMixin, InferenceMixin, BaseModelClass):
             )
             probs = torch.softmax(scores, dim=-1) if self.module.classifier.logits else scores
             return probs.float().cpu().numpy()
+
+        import pandas as pd  # here, not at the top: training imports no pandas
 
         idx, obs_names, _ = self._cells_and_genes(adata, indices)
         if len(idx) == 0:

@@ -269,13 +269,12 @@ def train(
         raise
     if stopper.signal_name is not None:
         raise TrainingInterrupted(
-            f"Training received {stopper.signal_name} and stopped after epoch {len(model.history)}; the "
+            f"Training received {stopper.signal_name} and stopped after epoch {len(model.history_records)}; the "
             f"checkpoint is in {ckpt_dir / LAST_CKPT}. Run the same step again (snakemake: rerun the "
             "workflow) to resume from it."
         )
     model.save(model_out, overwrite=True)
-    history = _history_table(history)
-    write_text_atomic(history_out, history.to_csv(index_label="epoch"))
+    write_text_atomic(history_out, _history_csv(history))
     log.info("trained %d epochs -> %s, %s", len(history), model_out, history_out)
     if latent_out is not None:
         import numpy as np
@@ -343,22 +342,34 @@ def _fit_scanvi(scvi_model, split, spec, ckpt_dir, run_fp, train_params, seed, a
 
 
 def _phase_history(model, phase: str | None) -> list[dict]:
-    rows = model.history.reset_index(drop=True).to_dict("records")
+    """The model's history rows without their epoch (history.csv numbers epochs on through the
+    phases), tagged with ``phase`` when given."""
+    rows = [{k: v for k, v in row.items() if k != "epoch"} for row in model.history_records]
     if phase is not None:
         for row in rows:
             row["phase"] = phase
     return rows
 
 
-def _history_table(rows: list[dict]):
-    """history.csv's table: epochs numbered on through the phases, ``phase`` first when present."""
-    import pandas as pd
+def _history_csv(rows: list[dict]) -> str:
+    """history.csv's text: ``epoch`` (0, 1, ... through the phases), ``phase`` when present, then the
+    metrics in the order they were first logged; a metric missing in an epoch is left blank."""
+    import csv
+    import io
+    import math
 
-    table = pd.DataFrame(rows)  # rows carry no "epoch": _phase_history dropped the index
-    if "phase" in table.columns:
-        table = table[["phase", *[c for c in table.columns if c != "phase"]]]
-    table.index.name = "epoch"
-    return table
+    from snakevi.model.base import history_columns
+
+    columns = history_columns(rows)
+    if "phase" in columns:
+        columns = ["phase", *[c for c in columns if c != "phase"]]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["epoch", *columns])
+    for epoch, row in enumerate(rows):
+        values = (row.get(c) for c in columns)
+        writer.writerow([epoch, *("" if v is None or (isinstance(v, float) and math.isnan(v)) else v for v in values)])
+    return buffer.getvalue()
 
 
 def _fit(build, split, spec, ckpt_dir, ckpt_path, train_kwargs, plan_kwargs, seed, accelerator,
