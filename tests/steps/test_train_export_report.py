@@ -177,21 +177,25 @@ def test_report_writes_every_file_and_the_summary_row(trained, tmp_path):
     assert back.loc[0, "Total (PCA baseline)"] == pytest.approx(scores.loc["PCA (unintegrated)", "Total"], abs=1e-5)
 
 
+def _imported_in_a_fresh_interpreter(code: str, modules: tuple[str, ...]) -> list[str]:
+    """Run ``code`` in a new interpreter; which of ``modules`` it ended up importing."""
+    probe = f"{code}\nimport json, sys\nprint(json.dumps(sorted(m for m in {modules!r} if m in sys.modules)))\n"
+    done = subprocess.run([sys.executable, "-W", "ignore", "-c", probe], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.splitlines()[-1])
+
+
 def test_train_job_needs_neither_pandas_nor_torch_dynamo(trained, tmp_path):
     # On the workflow's critical path: pandas costs the job about 0.4 s, torch._dynamo (what
     # torch.optim imports on first use) about 2 s. The outputs are those of the in-process run.
     _, registry_json, prepared, out = trained
     code = (
-        "import json, sys\n"
         "from snakevi.steps.train import train\n"
         f"train({str(prepared)!r}, {str(registry_json)!r}, {str(tmp_path / 'model')!r}, "
         f"{str(tmp_path / 'history.csv')!r}, model_params={MODEL!r}, train_params={TRAIN!r}, seed=3, "
-        "accelerator='cpu', threads=1)\n"
-        "print(json.dumps(sorted(m for m in ('pandas', 'torch._dynamo', 'anndata') if m in sys.modules)))\n"
+        "accelerator='cpu', threads=1)"
     )
-    done = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True, text=True, check=False)
-    assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout.splitlines()[-1]) == []
+    assert _imported_in_a_fresh_interpreter(code, ("pandas", "torch._dynamo", "anndata")) == []
     assert (tmp_path / "history.csv").read_text() == (out / "history.csv").read_text()
     assert json.loads((tmp_path / "model" / "model.json").read_text())["history"] == \
         json.loads((out / "model" / "model.json").read_text())["history"]
@@ -201,15 +205,11 @@ def test_report_job_needs_neither_pandas_nor_pyplot(trained, tmp_path):
     # The report runs on the workflow's critical path; both imports cost it about half a second.
     _, registry_json, prepared, out = trained
     code = (
-        "import json, sys\n"
         "from snakevi.steps.report import report\n"
         f"report({str(out / 'history.csv')!r}, {str(out / 'latent.npy')!r}, {str(prepared)!r}, "
-        f"{str(registry_json)!r}, {str(tmp_path / 'report')!r})\n"
-        "print(json.dumps(sorted(m for m in ('pandas', 'matplotlib.pyplot', 'torch', 'anndata') if m in sys.modules)))\n"
+        f"{str(registry_json)!r}, {str(tmp_path / 'report')!r})"
     )
-    done = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True, text=True, check=False)
-    assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout.splitlines()[-1]) == []
+    assert _imported_in_a_fresh_interpreter(code, ("pandas", "matplotlib.pyplot", "torch", "anndata")) == []
     assert (tmp_path / "report" / "latent_label.png").read_bytes()[:4] == b"\x89PNG"
 
 
