@@ -7,7 +7,10 @@
     snakevi export   --model model/ --input data.h5ad --latent latent.npy --output embedding.h5ad
     snakevi report   --history history.csv --latent latent.npy --prepared prepared/ \
                      --registry registry.json --output report/ --run NAME
-    snakevi summarize --metrics report/metrics.json ... --output summary.tsv
+    snakevi integration --latent latent.npy --prepared prepared/ --registry registry.json \
+                     --output report/ --run NAME
+    snakevi summarize --metrics report/metrics.json ... --integration report/integration.json ... \
+                     --output summary.tsv
 
 Parameters given as JSON (``--model-params``, ``--train-params``) are the dicts of the
 workflow config's ``model`` and ``train`` sections; ``@file.json`` or ``@file.yaml`` reads them
@@ -122,16 +125,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--library-size", type=float, default=1e4)
     s.add_argument("--threads", type=int, default=None)
 
-    s = add("report", "plot loss curves and the latent space; integration metrics; write metrics.json")
+    s = add("report", "plot loss curves and the latent space; write metrics.json")
     s.add_argument("--history", required=True, help="history .csv from `snakevi train`")
-    s.add_argument("--latent", required=True, help="latent .npy from `snakevi train --latent`")
-    s.add_argument("--prepared", required=True, help="folder from `snakevi prepare`")
-    s.add_argument("--registry", required=True, help="registry .json")
-    s.add_argument("--output", required=True, help="report folder")
-    s.add_argument("--run", default="run", help="run name for titles")
-    s.add_argument("--latent-key", default="X_scVI")
+    _latent_prepared_registry_output(s)
+
+    s = add("integration", "scib-style integration metrics of the latent space and of a PCA baseline: "
+                           "metrics.tsv, integration.png, integration.json")
+    _latent_prepared_registry_output(s)
     s.add_argument("--no-metrics", dest="metrics", action="store_false",
-                   help="skip the scib-style integration metrics")
+                   help="write the files with a note instead of computing the metrics")
     s.add_argument("--seed", type=int, default=0, help="seed of the metrics' PCA and k-means")
 
     s = add("map-query", "map a query .h5ad onto a trained model (scArches); write its model and embedding")
@@ -151,10 +153,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--accelerator", default="auto", choices=["auto", "cpu", "cuda", "gpu", "mps"])
     s.add_argument("--threads", type=int, default=None)
 
-    s = add("summarize", "gather runs' metrics.json into one TSV")
-    s.add_argument("--metrics", nargs="+", required=True)
+    s = add("summarize", "gather runs' metrics.json (and integration.json) into one TSV")
+    s.add_argument("--metrics", nargs="+", required=True, help="metrics.json of every run")
+    s.add_argument("--integration", nargs="*", default=[], help="integration.json of the runs that have one")
     s.add_argument("--output", required=True)
     return p
+
+
+def _latent_prepared_registry_output(s: argparse.ArgumentParser) -> None:
+    """Arguments shared by `report` and `integration`: what they read, where they write, names."""
+    s.add_argument("--latent", required=True, help="latent .npy from `snakevi train --latent`")
+    s.add_argument("--prepared", required=True, help="folder from `snakevi prepare`")
+    s.add_argument("--registry", required=True, help="registry .json")
+    s.add_argument("--output", required=True, help="report folder")
+    s.add_argument("--run", default="run", help="run name for titles")
+    s.add_argument("--latent-key", default="X_scVI")
 
 
 def _dispatch(args) -> None:
@@ -197,7 +210,12 @@ def _dispatch(args) -> None:
         from snakevi.steps.report import report
 
         report(args.history, args.latent, args.prepared, args.registry, args.output, run=args.run,
-               latent_key=args.latent_key, metrics=args.metrics, seed=args.seed)
+               latent_key=args.latent_key)
+    elif cmd == "integration":
+        from snakevi.steps.integration import integration
+
+        integration(args.latent, args.prepared, args.registry, args.output, run=args.run,
+                    latent_key=args.latent_key, metrics=args.metrics, seed=args.seed)
     elif cmd == "map-query":
         from snakevi.steps.map_query import map_query
 
@@ -208,7 +226,7 @@ def _dispatch(args) -> None:
     elif cmd == "summarize":
         from snakevi.steps.report import summarize
 
-        summarize(args.metrics, args.output)
+        summarize(args.metrics, args.output, args.integration)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from snakevi.cli import build_parser, main
@@ -15,7 +16,8 @@ from snakevi.cli import build_parser, main
 def test_help_lists_every_step():
     exe = Path(sys.executable).with_name("snakevi")
     out = subprocess.run([str(exe), "--help"], capture_output=True, text=True, check=True).stdout
-    for step in ("register", "prepare", "train", "export", "report", "map-query", "summarize", "simulate"):
+    for step in ("register", "prepare", "train", "export", "report", "integration", "map-query", "summarize",
+                 "simulate"):
         assert step in out
 
 
@@ -59,3 +61,22 @@ def test_params_must_be_a_json_object():
     with pytest.raises(SystemExit):
         build_parser().parse_args(["train", "--prepared", "p", "--registry", "r", "--model", "m",
                                    "--history", "h", "--train-params", "[1, 2]"])
+
+
+def test_report_integration_and_summarize_from_the_command_line(tiny_registered, tmp_path):
+    _, reg, prepared = tiny_registered
+    latent = tmp_path / "latent.npy"
+    np.save(latent, np.random.default_rng(0).normal(size=(300, 3)).astype(np.float32))
+    (tmp_path / "history.csv").write_text("epoch,elbo_train,elbo_validation\n0,10.0,11.0\n1,9.0,10.5\n")
+    common = ["--latent", str(latent), "--prepared", str(prepared), "--registry", str(reg),
+              "--output", str(tmp_path / "report"), "--run", "cli"]
+    assert main(["report", "--history", str(tmp_path / "history.csv"), *common]) == 0
+    assert main(["integration", *common, "--no-metrics"]) == 0
+    assert main(["summarize", "--metrics", str(tmp_path / "report" / "metrics.json"),
+                 "--integration", str(tmp_path / "report" / "integration.json"),
+                 "--output", str(tmp_path / "summary.tsv")]) == 0
+    header, row = (tmp_path / "summary.tsv").read_text().splitlines()
+    values = dict(zip(header.split("\t"), row.split("\t")))
+    assert values["run"] == "cli" and values["epochs"] == "2" and values["elbo_validation"] == "10.5"
+    assert values["Total"] == ""  # --no-metrics: the integration step wrote a note, no scores
+    assert (tmp_path / "report" / "metrics.tsv").read_text().splitlines()[1].startswith("# integration metrics")

@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[2]
 SCRIPTS = sorted((REPO / "scripts").glob("*.py"))
 #: Packages that each take from a few tenths of a second to seconds to import.
 HEAVY = ("torch", "anndata", "scipy", "pandas", "matplotlib", "h5py", "zarr")
-STEPS = ("simulate", "register", "prepare", "train", "export", "report", "summarize")
+STEPS = ("simulate", "register", "prepare", "train", "export", "report", "integration", "summarize")
 
 
 def heavy_imported_by(code: str) -> list[str]:
@@ -37,7 +37,8 @@ def top_level_imports(script: Path) -> str:
 
 
 def test_every_script_is_checked():
-    assert {p.stem for p in SCRIPTS} >= {"simulate", "register", "prepare", "train", "export", "report", "summary"}
+    assert {p.stem for p in SCRIPTS} >= {"simulate", "register", "prepare", "train", "export", "report", "integration",
+                                         "summary"}
 
 
 def test_help_of_the_command_and_of_every_step_imports_nothing_heavy():
@@ -54,8 +55,10 @@ def test_help_of_the_command_and_of_every_step_imports_nothing_heavy():
 def test_importing_the_package_and_the_steps_imports_nothing_heavy():
     code = (
         "import snakevi, snakevi.steps, snakevi.steps.logs, snakevi.cli\n"
-        "from snakevi.steps import StepError, export, prepare, register, report, simulate_dataset, summarize, train\n"
-        "assert all(callable(f) for f in (export, prepare, register, report, simulate_dataset, summarize, train))\n"
+        "from snakevi.steps import StepError, export, integration, prepare, register, report, simulate_dataset, "
+        "summarize, train\n"
+        "assert all(callable(f) for f in (export, integration, prepare, register, report, simulate_dataset, summarize,"
+        " train))\n"
     )
     assert heavy_imported_by(code) == []
 

@@ -16,7 +16,8 @@ import torch
 
 from snakevi.model import SCVI
 from snakevi.model.bundle import read_bundle
-from snakevi.steps import StepError, export, report, summarize, train
+from snakevi.steps import StepError, export, integration, report, summarize, train
+from snakevi.steps.integration import INTEGRATION_FILES
 from snakevi.steps.report import REPORT_FILES, last_value, read_history
 
 MODEL = {"n_latent": 3, "n_hidden": 16}
@@ -151,30 +152,54 @@ def test_export_refuses_a_latent_of_other_cells(trained, tmp_path):
     assert not (tmp_path / "embedding.h5ad").exists()
 
 
-def test_report_writes_every_file_and_the_summary_row(trained, tmp_path):
+def test_report_writes_every_file(trained, tmp_path):
     _, registry_json, prepared, out = trained
     metrics = report(out / "history.csv", out / "latent.npy", prepared, registry_json, tmp_path / "report",
                      run="tiny")
+    assert sorted(p.name for p in (tmp_path / "report").iterdir()) == sorted(REPORT_FILES)
     for name in REPORT_FILES:
         path = tmp_path / "report" / name
-        assert path.is_file() and path.stat().st_size > 0, name
+        assert path.stat().st_size > 0, name
         if name.endswith(".png"):
             assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert metrics["run"] == "tiny" and metrics["epochs"] == 3 and metrics["n_latent"] == 3
     assert metrics["elbo_validation"] == pytest.approx(pd.read_csv(out / "history.csv")["elbo_validation"].iloc[-1])
+    assert json.loads((tmp_path / "report" / "metrics.json").read_text()) == metrics
+
+
+def test_integration_scores_and_the_summary_row(trained, tmp_path):
+    _, registry_json, prepared, out = trained
+    report(out / "history.csv", out / "latent.npy", prepared, registry_json, tmp_path / "report", run="tiny")
+    scored = integration(out / "latent.npy", prepared, registry_json, tmp_path / "report", run="tiny", seed=3)
+    for name in INTEGRATION_FILES:
+        assert (tmp_path / "report" / name).stat().st_size > 0, name
+    assert (tmp_path / "report" / "integration.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     scores = pd.read_csv(tmp_path / "report" / "metrics.tsv", sep="\t", index_col="embedding")
     assert list(scores.index) == ["X_scVI", "PCA (unintegrated)"]
     assert {"Isolated labels", "KMeans NMI", "BRAS", "iLISI", "KBET", "PCR comparison", "Total"} <= set(scores.columns)
     total = 0.4 * scores["Batch correction"] + 0.6 * scores["Bio conservation"]
     np.testing.assert_allclose(scores["Total"], total, atol=1e-5)
     assert scores.loc["PCA (unintegrated)", "PCR comparison"] == 0  # the baseline against itself
-    assert metrics["Total"] == pytest.approx(scores.loc["X_scVI", "Total"], abs=1e-5)
-    table = summarize([tmp_path / "report" / "metrics.json"], tmp_path / "summary.tsv")
+    assert scored["Total"] == pytest.approx(scores.loc["X_scVI", "Total"], abs=1e-5)
+    assert json.loads((tmp_path / "report" / "integration.json").read_text()) == scored
+    table = summarize([tmp_path / "report" / "metrics.json"], tmp_path / "summary.tsv",
+                      [tmp_path / "report" / "integration.json"])
     back = pd.read_csv(tmp_path / "summary.tsv", sep="\t")
     assert [row["run"] for row in table] == ["tiny"]
-    assert back.loc[0, "n_obs"] == 300 and back.loc[0, "n_vars"] == 50
-    assert back.loc[0, "Total"] == pytest.approx(metrics["Total"])
+    assert back.loc[0, "n_obs"] == 300 and back.loc[0, "n_vars"] == 50 and back.loc[0, "epochs"] == 3
+    assert back.loc[0, "Total"] == pytest.approx(scored["Total"])
     assert back.loc[0, "Total (PCA baseline)"] == pytest.approx(scores.loc["PCA (unintegrated)", "Total"], abs=1e-5)
+
+
+def test_summary_without_integration_scores_leaves_them_empty_and_refuses_strays(trained, tmp_path):
+    _, registry_json, prepared, out = trained
+    report(out / "history.csv", out / "latent.npy", prepared, registry_json, tmp_path / "a", run="a")
+    (tmp_path / "b.json").write_text(json.dumps({"run": "b", "Total": 0.5}))
+    rows = summarize([tmp_path / "a" / "metrics.json"], tmp_path / "summary.tsv")
+    assert rows[0]["run"] == "a" and rows[0]["Total"] is None and rows[0]["n_obs"] == 300
+    with pytest.raises(StepError, match=r"run\(s\) \['b'\] have no metrics.json"):
+        summarize([tmp_path / "a" / "metrics.json"], tmp_path / "summary2.tsv", [tmp_path / "b.json"])
+    assert not (tmp_path / "summary2.tsv").exists()
 
 
 def _imported_in_a_fresh_interpreter(code: str, modules: tuple[str, ...]) -> list[str]:
@@ -201,16 +226,19 @@ def test_train_job_needs_neither_pandas_nor_torch_dynamo(trained, tmp_path):
         json.loads((out / "model" / "model.json").read_text())["history"]
 
 
-def test_report_job_needs_neither_pandas_nor_pyplot(trained, tmp_path):
-    # The report runs on the workflow's critical path; both imports cost it about half a second.
+@pytest.mark.parametrize("step", ["report", "integration"])
+def test_report_and_integration_jobs_need_neither_pandas_nor_pyplot(trained, tmp_path, step):
+    # Both run on the workflow's critical path; each import costs them about half a second.
     _, registry_json, prepared, out = trained
+    history = f"{str(out / 'history.csv')!r}, " if step == "report" else ""
     code = (
-        "from snakevi.steps.report import report\n"
-        f"report({str(out / 'history.csv')!r}, {str(out / 'latent.npy')!r}, {str(prepared)!r}, "
-        f"{str(registry_json)!r}, {str(tmp_path / 'report')!r})"
+        f"from snakevi.steps.{step} import {step}\n"
+        f"{step}({history}{str(out / 'latent.npy')!r}, {str(prepared)!r}, {str(registry_json)!r}, "
+        f"{str(tmp_path / 'report')!r})"
     )
     assert _imported_in_a_fresh_interpreter(code, ("pandas", "matplotlib.pyplot", "torch", "anndata")) == []
-    assert (tmp_path / "report" / "latent_label.png").read_bytes()[:4] == b"\x89PNG"
+    png = "latent_label.png" if step == "report" else "integration.png"
+    assert (tmp_path / "report" / png).read_bytes()[:4] == b"\x89PNG"
 
 
 def test_read_history_keeps_text_columns_and_missing_values(tmp_path):
@@ -226,19 +254,20 @@ def test_read_history_keeps_text_columns_and_missing_values(tmp_path):
         read_history(tmp_path / "bad.csv")
 
 
-def test_report_without_labels_writes_a_note_instead_of_scores(trained, tmp_path):
+def test_integration_switched_off_writes_a_note_instead_of_scores(trained, tmp_path):
     _, registry_json, prepared, out = trained
-    metrics = report(out / "history.csv", out / "latent.npy", prepared, registry_json, tmp_path / "report",
-                     metrics=False)
+    scored = integration(out / "latent.npy", prepared, registry_json, tmp_path / "report", metrics=False)
     lines = (tmp_path / "report" / "metrics.tsv").read_text().splitlines()
     assert lines[0] == "embedding" and lines[1].startswith("# integration metrics were switched off")
     assert (tmp_path / "report" / "integration.png").read_bytes()[:4] == b"\x89PNG"
-    assert metrics["Total"] is None
+    assert scored["Total"] is None and scored["Total (PCA baseline)"] is None
 
 
-def test_report_refuses_a_latent_of_other_cells(trained, tmp_path):
+def test_report_and_integration_refuse_a_latent_of_other_cells(trained, tmp_path):
     _, registry_json, prepared, out = trained
     np.save(tmp_path / "wide.npy", np.zeros((301, 3), dtype=np.float32))
     with pytest.raises(StepError, match="301 cells but the data has 300"):
         report(out / "history.csv", tmp_path / "wide.npy", prepared, registry_json, tmp_path / "report")
-    assert not (tmp_path / "report" / "metrics.json").exists()
+    with pytest.raises(StepError, match="301 cells but the data has 300"):
+        integration(tmp_path / "wide.npy", prepared, registry_json, tmp_path / "report")
+    assert not (tmp_path / "report").exists()

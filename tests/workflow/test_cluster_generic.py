@@ -31,5 +31,5 @@ def test_the_demo_runs_through_cluster_generic(tmp_path, demo_config):
         rule, threads, mem_mb, runtime = args.read_text().split()
         submitted[rule] = (int(threads), int(mem_mb), int(runtime))
         assert args.with_suffix(".exit").read_text().strip() == "0"
-    assert sorted(submitted) == ["export", "prepare", "register", "report", "train"]
+    assert sorted(submitted) == ["export", "integration", "prepare", "register", "report", "train"]
     assert submitted["train"] == (1, 4000, 120)

@@ -13,7 +13,7 @@ import yaml
 from wf_helpers import REPO, planned_jobs, snakemake, write_config
 
 REPORT_FILES = ["loss_elbo.png", "loss_reconstruction.png", "loss_kl.png", "latent_batch.png",
-                "latent_label.png", "integration.png", "metrics.tsv", "metrics.json"]
+                "latent_label.png", "metrics.json", "integration.png", "metrics.tsv", "integration.json"]
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +38,7 @@ def test_every_artifact_is_written(demo_run):
     assert len(history) == 2 and {"elbo_train", "elbo_validation"} <= set(history.columns)
     for name in REPORT_FILES:
         assert (run / "report" / name).stat().st_size > 0
-    for rule in ("register", "prepare", "train", "export", "report"):
+    for rule in ("register", "prepare", "train", "export", "report", "integration"):
         assert (run / "logs" / f"{rule}.log").is_file()
         assert (run / "benchmarks" / f"{rule}.tsv").is_file()
     assert "finished" in (run / "logs" / "train.log").read_text()
@@ -58,7 +58,8 @@ def test_a_second_run_with_nothing_changed_runs_no_job(demo_run):
 def test_changing_a_train_parameter_reruns_train_and_downstream_only(demo_run):
     extra = write_config(demo_run, {"runs": {"demo": {"train": {"max_epochs": 3}}}}, name="extra.yaml")
     out = snakemake(demo_run, "--cores", "2", "-n", "--configfile", str(demo_run / "config" / "config.yaml"), str(extra))
-    assert planned_jobs(out.stdout) == {"train": 1, "export": 1, "report": 1, "summary": 1, "all": 1}
+    assert planned_jobs(out.stdout) == {"train": 1, "export": 1, "report": 1, "integration": 1, "summary": 1,
+                                        "all": 1}
 
 
 def test_unknown_config_key_is_rejected_naming_it(tmp_path, demo_config):
@@ -85,7 +86,8 @@ def test_several_runs_are_planned_side_by_side(tmp_path):
     write_config(tmp_path, {"runs": runs})
     out = snakemake(tmp_path, "--cores", "2", "-n")
     jobs = planned_jobs(out.stdout)
-    assert jobs["simulate"] == 1 and jobs["train"] == 3 and jobs["report"] == 3 and jobs["summary"] == 1
+    assert jobs["simulate"] == 1 and jobs["train"] == 3 and jobs["report"] == 3 and jobs["integration"] == 3
+    assert jobs["summary"] == 1
 
 
 def test_lint_and_snakefmt_are_clean():
@@ -106,7 +108,7 @@ def test_the_shipped_config_is_valid_and_plans_the_whole_demo(tmp_path):
     write_config(tmp_path, config)
     out = snakemake(tmp_path, "--cores", "2", "-n")
     assert planned_jobs(out.stdout) == {"simulate": 1, "register": 1, "prepare": 1, "train": 1, "export": 1,
-                                        "report": 1, "summary": 1, "all": 1}
+                                        "report": 1, "integration": 1, "summary": 1, "all": 1}
 
 
 def test_select_runs_builds_only_the_named_runs(tmp_path):

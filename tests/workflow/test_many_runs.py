@@ -72,4 +72,5 @@ def test_six_runs_through_cluster_generic_with_four_jobs(tmp_path):
               env={"SCHEDULER_DIR": str(tmp_path / "scheduler")}, timeout=900)
     check_every_run(tmp_path)
     exits = [p.read_text().strip() for p in (tmp_path / "scheduler").glob("*.exit")]
-    assert len(exits) == 5 * len(RUNS) and set(exits) == {"0"}
+    # register, prepare, train, export, report, integration: 6 cluster jobs per run.
+    assert len(exits) == 6 * len(RUNS) and set(exits) == {"0"}

@@ -68,4 +68,6 @@ def test_every_artifact_of_a_real_run(real_runs, run, n_obs, n_vars, labels):
     assert list(scores.index) == ["X_scVI", "PCA (unintegrated)"]
     assert scores.loc["X_scVI"].notna().all() and 0 < scores.loc["X_scVI", "Total"] < 1
     assert (out / "report" / "integration.png").read_bytes()[:4] == b"\x89PNG"
-    assert summary.loc[run, "Total"] == pytest.approx(metrics["Total"])
+    scored = json.loads((out / "report" / "integration.json").read_text())
+    assert scored["Total"] == pytest.approx(scores.loc["X_scVI", "Total"], abs=1e-5)
+    assert summary.loc[run, "Total"] == pytest.approx(scored["Total"])

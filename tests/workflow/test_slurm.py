@@ -54,7 +54,10 @@ def test_the_demo_runs_on_slurm(slurm, tmp_path, demo_config):
               # Each SLURM job starts snakemake two or more times and the plugin polls less and
               # less often while nothing finishes: two group jobs, one after the other, keep it short.
               "--groups", "register=pre", "prepare=pre", "train=post", "export=post", "report=post",
-              "--jobs", "4", timeout=400)
+              "integration=post",
+              # The test node has 2 CPUs: --cores makes the post group run export, report and
+              # integration two at a time instead of asking SLURM for 3 CPUs it cannot give.
+              "--cores", "2", "--jobs", "4", timeout=400)
 
     run = tmp_path / "results" / "demo"
     assert anndata.read_h5ad(run / "embedding.h5ad").obsm["X_scVI"].shape == (400, 4)
@@ -64,4 +67,4 @@ def test_the_demo_runs_on_slurm(slurm, tmp_path, demo_config):
     # The jobs ran as SLURM jobs: the plugin kept one log per job, named by the SLURM job id.
     logs = tmp_path / ".snakemake" / "slurm_logs"
     rules = {path.relative_to(logs).parts[0] for path in logs.rglob("*.log")}
-    assert rules == {"group_pre_prepare_register", "group_post_export_report_train"}
+    assert rules == {"group_pre_prepare_register", "group_post_export_integration_report_train"}

@@ -129,9 +129,11 @@ REPORT_FILES = [
     "loss_kl.png",
     "latent_batch.png",
     "latent_label.png",
+    "metrics.json",
+    # the integration rule's
     "integration.png",
     "metrics.tsv",
-    "metrics.json",
+    "integration.json",
 ]
 
 

@@ -7,8 +7,9 @@ The same functions run behind the Snakemake rules (``scripts/*.py``), the ``snak
     prepare(h5ad, registry_json, prepared_dir, batch_size=..., seed=...)
     train(prepared_dir, registry_json, model_dir, history_csv, model_params=..., train_params=...)
     export(model_dir, h5ad, embedding_h5ad, latent_key="X_scVI")
-    report(history_csv, embedding_h5ad, report_dir, run=...)
-    summarize([metrics_json, ...], summary_tsv)
+    report(history_csv, latent_npy, prepared_dir, registry_json, report_dir, run=...)
+    integration(latent_npy, prepared_dir, registry_json, report_dir, run=...)
+    summarize([metrics_json, ...], summary_tsv, [integration_json, ...])
 
 Each writes its outputs atomically (temporary path, then rename) and raises
 :class:`StepError` (a ``ValueError``) with the file, key or value and the fix when its inputs
@@ -20,10 +21,12 @@ from __future__ import annotations
 
 from snakevi.steps._io import StepError
 from snakevi.steps.export import export
+from snakevi.steps.integration import integration
 from snakevi.steps.prepare import prepare
 from snakevi.steps.register import register
 from snakevi.steps.report import report, summarize
 from snakevi.steps.simulate import simulate_dataset
 from snakevi.steps.train import train
 
-__all__ = ["StepError", "export", "prepare", "register", "report", "simulate_dataset", "summarize", "train"]
+__all__ = ["StepError", "export", "integration", "prepare", "register", "report", "simulate_dataset", "summarize",
+           "train"]

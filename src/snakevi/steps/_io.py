@@ -146,3 +146,22 @@ def read_latent(path: str | os.PathLike, n_obs: int | None = None) -> np.ndarray
         raise StepError(f"{str(p)!r} has {Z.shape[0]} cells but the data has {n_obs}; it belongs to another "
                         "dataset: rerun the train step for this one.")
     return Z
+
+
+def load_scored_run(latent_npy: str | os.PathLike, prepared_dir: str | os.PathLike,
+                    registry_json: str | os.PathLike):
+    """What the report and integration steps read: ``(registry, prepared CellData, latent)``.
+
+    Never the h5ad nor the model, so neither step needs anndata or torch and both run beside
+    the export step.
+    """
+    from snakevi.data.prepared import load_prepared
+    from snakevi.data.registry import registry_from_json
+    from snakevi.data.validation import RegistrationError
+
+    registry = registry_from_json(registry_json)
+    try:
+        data = load_prepared(prepared_dir, registry)
+    except RegistrationError as err:
+        raise StepError(str(err)) from err
+    return registry, data, read_latent(latent_npy, len(data))

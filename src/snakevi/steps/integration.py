@@ -1,4 +1,9 @@
-"""The report's integration scores: scib-style metrics of the run's latent space and of a baseline.
+"""Step 5b, integration: scib-style scores of the run's latent space and of a baseline.
+
+Writes ``metrics.tsv``, ``integration.png`` and ``integration.json`` into the run's report
+folder. It is a step of its own, not part of the report, because it is the slow one (k-nearest
+neighbours over all cells, kBET): the workflow runs it beside the report and export steps, and
+on a cluster it can get its own resources.
 
 Both embeddings are scored on the same cells with :func:`snakevi.metrics.integration_metrics`:
 the run's latent representation, and a PCA of the log-normalized counts (the "unintegrated"
@@ -10,11 +15,12 @@ runs) are left out, since their true label is unknown.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
 
-from snakevi._atomic import write_text_atomic
+from snakevi.steps._io import load_scored_run, write_json_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +28,70 @@ log = logging.getLogger(__name__)
 BASELINE = "PCA (unintegrated)"
 #: Components of the PCA baseline (also what scib-metrics users pass as X_pca).
 BASELINE_COMPONENTS = 50
+#: The files :func:`integration` writes in the report folder.
+INTEGRATION_FILES = ("integration.png", "metrics.tsv", "integration.json")
+#: Aggregate scores copied from metrics.tsv into integration.json (and so into the summary).
+AGGREGATES = ("Bio conservation", "Batch correction", "Total")
+
+
+def integration(
+    latent_npy: str | os.PathLike,
+    prepared_dir: str | os.PathLike,
+    registry_json: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    run: str = "run",
+    latent_key: str = "X_scVI",
+    metrics: bool = True,
+    seed: int = 0,
+) -> dict:
+    """Score the integration of one run and write :data:`INTEGRATION_FILES` into ``out_dir``.
+
+    Parameters
+    ----------
+    latent_npy
+        The train step's latent representation of every cell (``latent.npy``).
+    prepared_dir
+        The prepare step's folder (counts, batch and label codes of the same cells).
+    registry_json
+        The register step's registry.
+    out_dir
+        The run's report folder.
+    run
+        Run name shown in the figure's title and in ``integration.json``.
+    latent_key
+        Row name of the latent space in ``metrics.tsv`` (the export step's ``obsm`` key).
+    metrics
+        False writes the files with a note instead of scores (the workflow's ``report.metrics``).
+        Without a batch key and a labels key there is nothing to score either, and the note
+        says so.
+    seed
+        Seed of the baseline PCA and of the metrics' k-means.
+
+    Returns
+    -------
+    dict
+        What ``integration.json`` holds: ``run``, ``latent_key``, the :data:`AGGREGATES` of the
+        latent space and ``"Total (PCA baseline)"``; scores are ``None`` when not computed.
+    """
+    registry, data, Z = load_scored_run(latent_npy, prepared_dir, registry_json)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    note = why_not_scored(registry) if metrics else "integration metrics were switched off (report.metrics: false)"
+    scores = {} if note else score_embeddings(data, registry, Z, latent_key, seed=seed)
+    write_metrics_tsv(out / "metrics.tsv", scores, note)
+    plot_scores(scores, run, out / "integration.png", note)
+    summary = {"run": run, "latent_key": latent_key}
+    summary.update({name: _finite(scores[latent_key].get(name)) if scores else None for name in AGGREGATES})
+    summary["Total (PCA baseline)"] = _finite(scores[BASELINE].get("Total")) if scores else None
+    write_json_atomic(out / "integration.json", summary)
+    log.info("integration scores of run %s -> %s", run, out)
+    return summary
+
+
+def _finite(value) -> float | None:
+    """A float for JSON, or None for a missing or undefined (NaN) score."""
+    return None if value is None or not np.isfinite(value) else float(value)
 
 
 def why_not_scored(registry: dict) -> str | None:

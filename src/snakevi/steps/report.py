@@ -2,8 +2,10 @@
 
 ``report/`` holds loss curves (train and validation) for the ELBO, the reconstruction loss and
 the KL divergence, a 2-D view of the latent space (its first two principal components, numpy
-only) coloured by batch and by label, and ``metrics.json``. :func:`summarize` gathers the
-``metrics.json`` of several runs into one TSV (``results/summary.tsv``).
+only) coloured by batch and by label, and ``metrics.json``. The integration scores beside them
+come from their own step (:mod:`snakevi.steps.integration`), which runs in parallel with this
+one. :func:`summarize` gathers the ``metrics.json`` and ``integration.json`` of several runs
+into one TSV (``results/summary.tsv``).
 """
 
 from __future__ import annotations
@@ -15,13 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
-from snakevi.steps._io import StepError, atomic_path, write_json_atomic, write_text_atomic
+from snakevi.steps._io import StepError, atomic_path, load_scored_run, write_json_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
 
 #: The files :func:`report` writes in its folder.
 REPORT_FILES = ("loss_elbo.png", "loss_reconstruction.png", "loss_kl.png", "latent_batch.png",
-                "latent_label.png", "integration.png", "metrics.tsv", "metrics.json")
+                "latent_label.png", "metrics.json")
 #: (file, title, y label, history metric stem)
 _CURVES = (
     ("loss_elbo.png", "ELBO", "negative ELBO per cell", "elbo"),
@@ -33,8 +35,6 @@ SUMMARY_COLUMNS = ("run", "n_obs", "n_vars", "n_batch", "n_labels", "n_latent", 
                    "elbo_validation", "reconstruction_loss_train", "reconstruction_loss_validation",
                    "kl_local_train", "kl_local_validation", "latent_key", "Bio conservation",
                    "Batch correction", "Total", "Total (PCA baseline)")
-#: Aggregate integration scores copied from metrics.tsv into metrics.json and the summary.
-_AGGREGATES = ("Bio conservation", "Batch correction", "Total")
 
 
 def pca_2d(Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -157,13 +157,11 @@ def report(
     *,
     run: str = "run",
     latent_key: str = "X_scVI",
-    metrics: bool = True,
-    seed: int = 0,
 ) -> dict:
-    """Write the report folder of one run.
+    """Write the training curves, the latent-space views and ``metrics.json`` of one run.
 
     It reads what training wrote and the prepared folder, never the h5ad or the model, so it
-    needs neither anndata nor torch and runs beside the export step.
+    needs neither anndata nor torch and runs beside the export and integration steps.
 
     Parameters
     ----------
@@ -181,30 +179,14 @@ def report(
         Run name shown in titles and in ``metrics.json``.
     latent_key
         Name of the latent representation in titles (the export step's ``obsm`` key).
-    metrics
-        Compute the scib-style integration metrics (:mod:`snakevi.steps.integration`) of the
-        latent space and of a PCA baseline when batch and labels keys are registered; written
-        to ``metrics.tsv`` and ``integration.png``, aggregates also to ``metrics.json``.
-    seed
-        Seed of the metrics' PCA and k-means.
 
     Returns
     -------
     dict
-        The metrics written to ``metrics.json``.
+        The numbers written to ``metrics.json``: data sizes and the last epoch's losses.
     """
-    from snakevi.data.prepared import load_prepared
-    from snakevi.data.registry import registry_from_json
-    from snakevi.data.validation import RegistrationError
-    from snakevi.steps._io import read_latent
-
     epochs, history = read_history(history_csv)
-    registry = registry_from_json(registry_json)
-    try:
-        data = load_prepared(prepared_dir, registry)
-    except RegistrationError as err:
-        raise StepError(str(err)) from err
-    Z = read_latent(latent_npy, len(data))
+    registry, data, Z = load_scored_run(latent_npy, prepared_dir, registry_json)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for name, title, ylabel, stem in _CURVES:
@@ -214,14 +196,6 @@ def report(
         key = registry["fields"][field]["original_key"]
         values = None if key is None else category_values(data, registry, field)
         plot_latent(pcs, ratio, values, what, key, run, latent_key, out / name)
-    from snakevi.steps.integration import BASELINE, plot_scores, score_embeddings, why_not_scored, write_metrics_tsv
-
-    note = why_not_scored(registry) if metrics else "integration metrics were switched off (report.metrics: false)"
-    scores = {} if note else score_embeddings(data, registry, Z, latent_key, seed=seed)
-    write_metrics_tsv(out / "metrics.tsv", scores, note)
-    plot_scores(scores, run, out / "integration.png", note)
-    aggregates = {name: _finite(scores[latent_key].get(name)) if scores else None for name in _AGGREGATES}
-    aggregates["Total (PCA baseline)"] = _finite(scores[BASELINE].get("Total")) if scores else None
     s = registry["summary"]
     metrics = {
         "run": run,
@@ -234,16 +208,10 @@ def report(
         "latent_key": latent_key,
         **{c: last_value(history, c) for c in SUMMARY_COLUMNS if c.endswith(("_train", "_validation"))},
         "last_epoch": int(epochs[-1]) if len(epochs) else None,
-        **aggregates,
     }
     write_json_atomic(out / "metrics.json", metrics)
     log.info("report for run %s -> %s", run, out)
     return metrics
-
-
-def _finite(value) -> float | None:
-    """A float for JSON, or None for a missing or undefined (NaN) score."""
-    return None if value is None or not np.isfinite(value) else float(value)
 
 
 def category_values(data, registry: dict, field: str) -> np.ndarray:
@@ -252,23 +220,32 @@ def category_values(data, registry: dict, field: str) -> np.ndarray:
     return mapping[np.asarray(data.obs[field]).reshape(-1)]
 
 
-def summarize(metrics_files: list[str | os.PathLike], summary_tsv: str | os.PathLike) -> list[dict]:
-    """One row per run from the runs' ``metrics.json`` files, written as a TSV (atomically).
+def summarize(metrics_files: list[str | os.PathLike], summary_tsv: str | os.PathLike,
+              integration_files: list[str | os.PathLike] = ()) -> list[dict]:
+    """One row per run from the runs' ``metrics.json`` (and ``integration.json``) files, as a TSV.
 
     Plain ``json`` and ``csv``: this job runs at the end of every workflow, and pandas alone
-    would add half a second to it. Returns the rows (dicts over :data:`SUMMARY_COLUMNS`), sorted
-    by run name; values a run lacks are empty in the file and ``None`` in the rows.
+    would add half a second to it. The integration scores of a run are matched to its metrics
+    by run name; a run without them has those columns empty. Returns the rows (dicts over
+    :data:`SUMMARY_COLUMNS`), sorted by run name; values a run lacks are empty in the file and
+    ``None`` in the rows. The write is atomic.
     """
     import csv
     import io
 
+    runs = [_read_run_json(path, "run metrics", "report") for path in metrics_files]
+    scores = {}
+    for path in integration_files:
+        values = _read_run_json(path, "integration scores", "integration")
+        scores[values.get("run")] = values
+    unmatched = sorted(set(scores) - {metrics.get("run") for metrics in runs}, key=str)
+    if unmatched:
+        raise StepError(f"Integration scores of run(s) {unmatched} have no metrics.json among {list(metrics_files)}; "
+                        "pass both files of every run.")
     rows = []
-    for path in metrics_files:
-        try:
-            metrics = json.loads(Path(path).read_text())
-        except (OSError, ValueError) as err:
-            raise StepError(f"Could not read run metrics {path} ({err}); rerun that run's report step.") from err
-        rows.append({c: metrics.get(c) for c in SUMMARY_COLUMNS})
+    for metrics in runs:
+        merged = {**metrics, **scores.get(metrics.get("run"), {})}
+        rows.append({c: merged.get(c) for c in SUMMARY_COLUMNS})
     rows.sort(key=lambda row: str(row["run"]))
     buf = io.StringIO()
     writer = csv.writer(buf, delimiter="\t", lineterminator="\n")
@@ -277,3 +254,13 @@ def summarize(metrics_files: list[str | os.PathLike], summary_tsv: str | os.Path
         writer.writerow(["" if row[c] is None else row[c] for c in SUMMARY_COLUMNS])
     write_text_atomic(summary_tsv, buf.getvalue())
     return rows
+
+
+def _read_run_json(path: str | os.PathLike, what: str, step: str) -> dict:
+    try:
+        values = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as err:
+        raise StepError(f"Could not read {what} {path} ({err}); rerun that run's {step} step.") from err
+    if not isinstance(values, dict):
+        raise StepError(f"{path} holds no JSON object of {what}; rerun that run's {step} step.")
+    return values
