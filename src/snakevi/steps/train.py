@@ -353,23 +353,18 @@ def _phase_history(model, phase: str | None) -> list[dict]:
 
 def _history_csv(rows: list[dict]) -> str:
     """history.csv's text: ``epoch`` (0, 1, ... through the phases), ``phase`` when present, then the
-    metrics in the order they were first logged; a metric missing in an epoch is left blank."""
-    import csv
-    import io
+    metrics in the order they were first logged; a metric missing (or NaN) in an epoch is left blank."""
     import math
 
     from snakevi.model.base import history_columns
+    from snakevi.train.callbacks import history_to_csv
 
+    numbered = [{"epoch": epoch, **{k: v for k, v in row.items() if not (isinstance(v, float) and math.isnan(v))}}
+                for epoch, row in enumerate(rows)]
     columns = history_columns(rows)
     if "phase" in columns:
         columns = ["phase", *[c for c in columns if c != "phase"]]
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["epoch", *columns])
-    for epoch, row in enumerate(rows):
-        values = (row.get(c) for c in columns)
-        writer.writerow([epoch, *("" if v is None or (isinstance(v, float) and math.isnan(v)) else v for v in values)])
-    return buffer.getvalue()
+    return history_to_csv(numbered, columns)
 
 
 def _fit(build, split, spec, ckpt_dir, ckpt_path, train_kwargs, plan_kwargs, seed, accelerator,

@@ -11,9 +11,10 @@ from snakevi.train.callbacks.base import Callback
 from snakevi.train.checkpoint_io import atomic_write_text
 
 
-def history_to_csv(history: list[dict]) -> str:
-    """CSV text of a history: one row per epoch, columns ``epoch`` then the others sorted; blanks for missing."""
-    names = sorted({key for row in history for key in row} - {"epoch"})
+def history_to_csv(history: list[dict], columns: list[str] | None = None) -> str:
+    """CSV text of a history: one row per epoch, columns ``epoch`` then the others (sorted unless
+    ``columns`` gives their order); blanks for missing."""
+    names = sorted({key for row in history for key in row} - {"epoch"}) if columns is None else columns
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=["epoch", *names], restval="", lineterminator="\n")
     writer.writeheader()
