@@ -25,6 +25,7 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/export.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/map_query.smk"
+include: "workflow/rules/run_end.smk"
 
 
 # Jobs of a second or two: on a cluster they run where snakemake runs, not as cluster jobs.
