@@ -2,7 +2,9 @@
 # a tenth of the demo's fixed cost. Only the main Snakefile's hooks count, so a host workflow
 # that uses snakevi as a module keeps its own.
 import gc
+import sys
 import threading
+from pathlib import Path
 
 
 def cancel_rescheduling_timers():
@@ -28,8 +30,22 @@ def cancel_rescheduling_timers():
     return len(pending)
 
 
+def is_snakemake_command():
+    """True in the process of the `snakemake` command (or `python -m snakemake`).
+
+    Not in a Python session that runs workflows through Snakemake's API: that process goes on
+    after the run, so there is no exit to hasten and its heap must stay collectable.
+    """
+    main_spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    return Path(sys.argv[0]).name == "snakemake" or (
+        main_spec is not None and main_spec.name == "snakemake.__main__"
+    )
+
+
 def end_run_promptly():
-    """What the snakemake process does once every job has finished or the run has failed."""
+    """What the snakemake command does once every job has finished or the run has failed."""
+    if not is_snakemake_command():
+        return
     cancel_rescheduling_timers()
     # The process exits next; its final garbage collection would walk everything imported and
     # built (DAG, rules, plugins: about 0.6 s) only to free memory the OS reclaims anyway. The
