@@ -8,7 +8,7 @@ from pathlib import Path
 
 
 def cancel_rescheduling_timers():
-    """Cancel the job scheduler's pending re-evaluation timers; return how many were pending.
+    """Cancel the job scheduler's pending re-evaluation timers.
 
     Snakemake's job-rate limiter (--max-jobs-per-timespan, default 100/1s) starts a non-daemon
     threading.Timer after every scheduling round, to look again once the timespan has passed.
@@ -16,18 +16,15 @@ def cancel_rescheduling_timers():
     timer (1 s) before it exits. Only timers whose function lives in Snakemake's scheduling
     package are touched.
     """
-    pending = [
-        thread
-        for thread in threading.enumerate()
-        if isinstance(thread, threading.Timer)
-        and getattr(thread.function, "__module__", "").startswith(
-            "snakemake.scheduling"
-        )
-        and not thread.finished.is_set()
-    ]
-    for timer in pending:
-        timer.cancel()
-    return len(pending)
+    for thread in threading.enumerate():
+        if (
+            isinstance(thread, threading.Timer)
+            and getattr(thread.function, "__module__", "").startswith(
+                "snakemake.scheduling"
+            )
+            and not thread.finished.is_set()
+        ):
+            thread.cancel()
 
 
 def is_snakemake_command():

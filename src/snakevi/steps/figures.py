@@ -1,4 +1,4 @@
-"""Figures for the report step: matplotlib's object API, written atomically as PNG.
+"""Figures of the report and integration steps: matplotlib's object API, saved atomically as PNG.
 
 No ``pyplot``: it imports the interactive backend machinery and keeps a global registry of open
 figures, neither of which a batch job writing a few PNG files needs (importing it costs the

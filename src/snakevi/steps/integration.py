@@ -30,8 +30,6 @@ BASELINE = "PCA (unintegrated)"
 BASELINE_COMPONENTS = 50
 #: The files :func:`integration` writes in the report folder.
 INTEGRATION_FILES = ("integration.png", "metrics.tsv", "integration.json")
-#: Aggregate scores copied from metrics.tsv into integration.json (and so into the summary).
-AGGREGATES = ("Bio conservation", "Batch correction", "Total")
 
 
 def integration(
@@ -71,9 +69,12 @@ def integration(
     Returns
     -------
     dict
-        What ``integration.json`` holds: ``run``, ``latent_key``, the :data:`AGGREGATES` of the
-        latent space and ``"Total (PCA baseline)"``; scores are ``None`` when not computed.
+        What ``integration.json`` holds: ``run``, ``latent_key``, the aggregate scores
+        (:data:`snakevi.metrics.AGGREGATES`) of the latent space and ``"Total (PCA baseline)"``;
+        scores are ``None`` when not computed.
     """
+    from snakevi.metrics import AGGREGATES
+
     registry, data, Z = load_scored_run(latent_npy, prepared_dir, registry_json)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from snakevi.steps._io import StepError, atomic_path, load_scored_run, write_json_atomic, write_text_atomic
+from snakevi.steps._io import StepError, load_scored_run, write_json_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
 
