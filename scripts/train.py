@@ -6,9 +6,6 @@ from snakevi.steps.logs import step_logging
 from snakevi.steps.train import train
 
 sm = snakemake  # noqa: F821 - injected by Snakemake
-train_params = dict(sm.params.train)
-# How often to checkpoint is not a training parameter: it changes no result and no resume.
-checkpoint_every_seconds = train_params.pop("checkpoint_every_seconds")
 with step_logging(sm.log[0], step=f"train {sm.wildcards.run}"):
     train(
         sm.input.prepared,
@@ -19,8 +16,8 @@ with step_logging(sm.log[0], step=f"train {sm.wildcards.run}"):
         model_class=sm.params.model_class,
         checkpoint_dir=sm.params.checkpoint_dir,
         model_params=sm.params.model,
-        train_params=train_params,
-        checkpoint_every_seconds=checkpoint_every_seconds,
+        train_params=sm.params.train,
+        checkpoint_every_seconds=sm.params.checkpoint_every_seconds,
         seed=sm.params.seed,
         accelerator=sm.params.accelerator,
         threads=sm.threads,

@@ -62,6 +62,13 @@ def test_changing_a_train_parameter_reruns_train_and_downstream_only(demo_run):
                                         "all": 1}
 
 
+def test_changing_how_often_to_checkpoint_reruns_nothing(demo_run):
+    # The docs say it changes no result; so it must not count as a changed parameter either.
+    extra = write_config(demo_run, {"runs": {"demo": {"train": {"checkpoint_every_seconds": 5}}}}, name="ckpt.yaml")
+    out = snakemake(demo_run, "--cores", "2", "-n", "--configfile", str(demo_run / "config" / "config.yaml"), str(extra))
+    assert planned_jobs(out.stdout) == {}, out.stdout
+
+
 def test_unknown_config_key_is_rejected_naming_it(tmp_path, demo_config):
     bad = json.loads(json.dumps(demo_config))
     bad["runs"]["demo"]["train"]["max_epoch"] = 3

@@ -80,6 +80,25 @@ def run_config(wildcards):
     return config["runs"][wildcards.run]
 
 
+#: ``train`` keys that change no result (how often to checkpoint): kept out of the train job's
+#: tracked params, so changing them reruns nothing.
+UNTRACKED_TRAIN_KEYS = ("checkpoint_every_seconds",)
+
+
+def training_parameters(run):
+    """The run's ``train`` section without the keys that change no result."""
+    return {k: v for k, v in run["train"].items() if k not in UNTRACKED_TRAIN_KEYS}
+
+
+def checkpoint_seconds(wildcards, output):
+    """The run's ``train.checkpoint_every_seconds``, as a param Snakemake does not track.
+
+    Snakemake leaves params whose function takes ``output`` (a "derived" param) out of its
+    params rerun trigger, so changing how often to checkpoint reruns no job.
+    """
+    return run_config(wildcards)["train"]["checkpoint_every_seconds"]
+
+
 def dataset(wildcards):
     """Input .h5ad of a run, as written in the config.
 

@@ -22,11 +22,13 @@ rule train:
         gpu=run_gpu,
     params:
         model=lambda wildcards: run_config(wildcards)["model"],
-        train=lambda wildcards: run_config(wildcards)["train"],
+        train=lambda wildcards: training_parameters(run_config(wildcards)),
         seed=lambda wildcards: run_config(wildcards)["seed"],
         model_class=lambda wildcards: run_config(wildcards)["model_class"],
         accelerator=run_accelerator,
         # Beside the outputs (so under a module's prefix too), but not an output itself.
         checkpoint_dir=lambda wildcards, output: checkpoint_dir(output),
+        # Changes no result, so it must not rerun the job (see checkpoint_seconds).
+        checkpoint_every_seconds=checkpoint_seconds,
     script:
         "../../scripts/train.py"
