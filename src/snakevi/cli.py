@@ -247,8 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with step_logging(args.log, step=f"snakevi {args.command}"):
             _dispatch(args)
-    except TrainingInterrupted:
-        return 3
+    except TrainingInterrupted as stop:
+        return stop.exit_status
     except (ValueError, FileNotFoundError, FileExistsError):
         # step_logging has already printed "snakevi STEP failed: <why>" to stderr and the log.
         return 1

@@ -54,6 +54,8 @@ class TrainingInterrupted(RuntimeError):
     """Training stopped on a signal after saving a checkpoint; rerunning resumes."""
 
     expected = True  # logged without a traceback
+    #: What the process exits with, from the `snakevi` command and from the workflow's script alike.
+    exit_status = 3
 
 
 class _StopOnSignal:
