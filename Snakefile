@@ -10,6 +10,7 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
+include: "workflow/rules/config.smk"
 include: "workflow/rules/common.smk"
 
 

@@ -88,6 +88,41 @@ def test_wrong_type_is_rejected_naming_the_key(tmp_path, demo_config):
     assert "Invalid config at runs.demo.model.n_latent: 'ten' is not of type 'integer'" in out.stdout + out.stderr
 
 
+@pytest.mark.parametrize(("section", "key", "value", "words"), [
+    ("train", "max_epochs", 5.0, "runs.demo.train.max_epochs: 5.0 is not an integer (write 5)"),
+    ("model", "n_latent", 10.0, "runs.demo.model.n_latent: 10.0 is not an integer (write 10)"),
+    ("split", "batch_size", 128.0, "runs.demo.split.batch_size: 128.0 is not an integer (write 128)"),
+    ("resources", "gpu", 1.0, "runs.demo.resources.gpu: 1.0 is not an integer (write 1)"),
+    (None, "seed", -1, "runs.demo.seed: -1 is less than the minimum of 0"),
+])
+def test_a_count_that_is_no_integer_is_refused_before_any_job(tmp_path, demo_config, section, key, value, words):
+    bad = json.loads(json.dumps(demo_config))
+    (bad["runs"]["demo"] if section is None else bad["runs"]["demo"].setdefault(section, {}))[key] = value
+    write_config(tmp_path, bad)
+    out = snakemake(tmp_path, "--cores", "1", "-n", check=False)
+    assert out.returncode != 0
+    assert f"Invalid config at {words}" in out.stdout + out.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_a_key_given_twice_in_a_config_file_is_refused(tmp_path, demo_config):
+    text = yaml.safe_dump(demo_config, sort_keys=False)
+    # The same run twice: YAML readers keep the second silently.
+    twice = text.replace("runs:\n", "runs:\n  demo:\n    dataset: other.h5ad\n", 1)
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "config.yaml").write_text(twice)
+    first, second = [n for n, line in enumerate(twice.splitlines(), 1) if line == "  demo:"]
+    out = snakemake(tmp_path, "--cores", "1", "-n", check=False)
+    assert out.returncode != 0
+    assert f"key 'demo' appears twice in one section (lines {first} and {second})" in out.stdout + out.stderr
+    extra = tmp_path / "extra.json"
+    extra.write_text('{"runs": {"demo": {"seed": 1}}, "runs": {}}')
+    write_config(tmp_path, demo_config)
+    out = snakemake(tmp_path, "--cores", "1", "-n", "--configfile", str(extra), check=False)
+    assert out.returncode != 0
+    assert f"Invalid config file {extra}: key 'runs' appears twice" in out.stdout + out.stderr
+
+
 def test_several_runs_are_planned_side_by_side(tmp_path):
     runs = {f"latent{n}": {"dataset": "resources/demo.h5ad", "model": {"n_latent": n}} for n in (5, 10, 20)}
     write_config(tmp_path, {"runs": runs})

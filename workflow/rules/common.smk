@@ -1,33 +1,7 @@
-# Config validation and the lookups shared by every step: one small function per question.
+# The lookups shared by every step (the config is checked in config.smk): one small function per question.
 import os
-import re
 
 from snakemake.exceptions import WorkflowError
-from snakemake.utils import validate
-
-
-def config_error(err):
-    """One readable line for a schema violation: where in the config, what, and where to look.
-
-    Snakemake's message holds the whole schema; keep jsonschema's one-line reason and the
-    path of the offending entry ("On instance['runs']['demo']['train']").
-    """
-    text = str(err)
-    reason = re.search(r"ValidationError: (.*)", text)
-    where = re.search(r"On instance((?:\[[^\]]*\])*)", text)
-    if reason is None:
-        return text
-    path = re.findall(r"\['?([^\]']*)'?\]", where.group(1)) if where else []
-    return (
-        f"Invalid config at {'.'.join(path) or 'the top level'}: {reason.group(1)}. "
-        "config/README.md lists every key with its type and default."
-    )
-
-
-try:
-    validate(config, "../schemas/config.schema.yaml")
-except WorkflowError as err:
-    raise WorkflowError(config_error(err)) from None
 
 
 def selected_runs():
