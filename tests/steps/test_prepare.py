@@ -7,6 +7,7 @@ import json
 import anndata
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
 from snakevi.data import CellData, DataSplitter, registry_from_json, transfer_setup
 from snakevi.data.prepared import load_prepared, read_loader_spec, read_split
@@ -69,3 +70,57 @@ def test_a_prepared_folder_is_refused_for_another_registry(tiny_registered, tmp_
     registry["setup_args"]["labels_key"] = "other"
     with pytest.raises(ValueError, match="another registry"):
         load_prepared(prepared, registry)
+
+
+def test_float16_counts_are_prepared_as_float32_like_the_python_api(tiny_registered, tmp_path):
+    # scipy.sparse holds no float16; the Python API (CellData) widens such counts to float32, and so must prepare.
+    from snakevi.steps import register
+
+    h5ad = tiny_registered[0]
+    adata = anndata.read_h5ad(h5ad)
+    half = adata.X.toarray().astype(np.float16)
+    for name, X in (("half", half), ("single", sp.csr_matrix(half.astype(np.float32)))):
+        adata.X = X
+        adata.write_h5ad(tmp_path / f"{name}.h5ad")
+        register(tmp_path / f"{name}.h5ad", tmp_path / f"{name}.json", batch_key="batch", n_top_genes=50)
+        prepare(tmp_path / f"{name}.h5ad", tmp_path / f"{name}.json", tmp_path / name, batch_size=64, seed=0)
+    for name in ("X_data.npy", "X_indices.npy", "X_indptr.npy", "obs_batch.npy", "split_train.npy"):
+        assert (tmp_path / "half" / name).read_bytes() == (tmp_path / "single" / name).read_bytes(), name
+    # The Python API trains on the same numbers.
+    registry = registry_from_json(tmp_path / "half.json")
+    adata.X = half
+    adata = adata[:, registry["fields"]["X"]["column_names"]].copy()
+    transfer_setup(adata, registry)
+    prepared = load_prepared(tmp_path / "half", registry)
+    assert abs(prepared.X - CellData.from_anndata(adata, registry).X).max() == 0
+
+
+def test_float16_counts_above_2048_are_registered_with_a_warning(tiny_h5ad, tmp_path):
+    from snakevi.steps import register
+
+    adata = anndata.read_h5ad(tiny_h5ad)
+    X = adata.X.toarray()
+    X[0, 0] = 5000  # float16 holds 5000 exactly, but not 5001: such counts may have been rounded
+    adata.X = X.astype(np.float16)
+    adata.write_h5ad(tmp_path / "half.h5ad")
+    with pytest.warns(UserWarning, match=r"adata.X holds float16 counts, which round counts above 2048 \(the largest is 5000\)"):
+        register(tmp_path / "half.h5ad", tmp_path / "registry.json", batch_key="batch")
+
+
+def test_sparse_float16_counts_are_refused_at_register_saying_how_to_widen_them(tiny_h5ad, tmp_path):
+    # Written by another tool (anndata cannot: scipy refuses float16); anndata cannot read it back either.
+    import shutil
+
+    import h5py
+
+    from snakevi.steps import register
+
+    path = tmp_path / "half.h5ad"
+    shutil.copy(tiny_h5ad, path)
+    with h5py.File(path, "r+") as fh:
+        data = fh["X/data"][:]
+        del fh["X/data"]
+        fh["X/data"] = data.astype(np.float16)
+    with pytest.raises(StepError, match="stores X as a sparse matrix of float16 values.*astype"):
+        register(path, tmp_path / "registry.json", batch_key="batch")
+    assert not (tmp_path / "registry.json").exists()

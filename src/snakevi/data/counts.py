@@ -7,6 +7,8 @@ dense copy and little extra memory.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import scipy.sparse as sp
 
@@ -130,6 +132,22 @@ def _scan_dense(X, obs_names, var_names, where, layers):
     return max_count, nnz, row_sums, col_sums
 
 
+#: float16 holds every integer up to 2**11; above that it rounds to even numbers and coarser.
+FLOAT16_EXACT_MAX = 2048
+
+
+def _warn_half_precision(dtype, max_count: float, where: str) -> None:
+    """float16 counts train (widened to float32), but counts above 2048 may have been rounded."""
+    if dtype == np.float16 and max_count > FLOAT16_EXACT_MAX:
+        warnings.warn(
+            f"{where} holds float16 counts, which round counts above {FLOAT16_EXACT_MAX} (the largest is "
+            f"{max_count:.0f}): some may already differ from the raw counts. Store counts as integers or "
+            "float32 at the source.",
+            UserWarning,
+            stacklevel=4,
+        )
+
+
 def scan_counts(adata, layer: str | None) -> tuple[dict, np.ndarray]:
     """Check that the count matrix holds raw counts; return (summary, per-cell total counts).
 
@@ -163,6 +181,7 @@ def scan_counts(adata, layer: str | None) -> tuple[dict, np.ndarray]:
             "adata = adata[np.asarray(adata.X.sum(axis=1)).ravel() > 0].copy() "
             "(or scanpy.pp.filter_cells(adata, min_counts=1))."
         )
+    _warn_half_precision(X.dtype, max_count, where)
     summary = {
         "storage_format": fmt,
         "dtype": str(X.dtype),

@@ -87,10 +87,35 @@ def read_h5ad(path: str | os.PathLike):
     try:
         return anndata.read_h5ad(p)
     except Exception as err:  # noqa: BLE001 - h5py/anndata raise many types for damaged files
+        _refuse_half_precision_sparse(p)
         raise StepError(
             f"Could not read {str(p)!r} as AnnData ({type(err).__name__}: {err}). The file may be "
             "truncated or corrupted (an interrupted copy or download?); copy or write it again."
         ) from err
+
+
+def _refuse_half_precision_sparse(path: Path) -> None:
+    """Explain the one readable file anndata cannot load: a sparse matrix with float16 values.
+
+    scipy.sparse has no float16, so anndata fails on such a file (written by other tools) with a
+    message that hides which matrix it is; dense float16 counts load and are widened to float32.
+    """
+    import h5py
+
+    try:
+        fh = h5py.File(path, "r")
+    except OSError:
+        return  # truncated or damaged: the caller's message says so
+    with fh:
+        groups = [("X", fh.get("X"))] + [(f"layers/{k}", v) for k, v in fh.get("layers", {}).items()]
+        for key, elem in groups:
+            if isinstance(elem, h5py.Group) and "data" in elem and elem["data"].dtype == np.float16:
+                raise StepError(
+                    f"{str(path)!r} stores {key} as a sparse matrix of float16 values, which scipy (and so "
+                    "anndata) cannot read. Widen them in place with h5py, e.g. "
+                    f"with h5py.File(path, 'r+') as f: d = f['{key}/data'][:]; del f['{key}/data']; "
+                    f"f['{key}/data'] = d.astype('float32')"
+                )
 
 
 @contextlib.contextmanager

@@ -174,6 +174,11 @@ def _check_chunk(block: sp.csr_matrix, start: int, cell_names, genes, source) ->
         )
 
 
+def _widen_half(rows: np.ndarray) -> np.ndarray:
+    """float16 counts as float32: scipy.sparse holds no float16, and CellData widens them the same way."""
+    return rows.astype(np.float32) if rows.dtype == np.float16 else rows
+
+
 def _row_chunks(fh, layer, col_idx, chunk_rows, cell_names, genes, source) -> Iterator[sp.csr_matrix]:
     """Yield CSR blocks of ``chunk_rows`` cells restricted to the registry's genes."""
     import h5py
@@ -194,7 +199,7 @@ def _row_chunks(fh, layer, col_idx, chunk_rows, cell_names, genes, source) -> It
         else:
             read = lambda a, b: ds[a:b]  # noqa: E731
     else:
-        read = lambda a, b: sp.csr_matrix(elem[a:b])  # noqa: E731
+        read = lambda a, b: sp.csr_matrix(_widen_half(elem[a:b]))  # noqa: E731
     for start in range(0, n_obs, chunk_rows):
         block = sp.csr_matrix(read(start, min(start + chunk_rows, n_obs)))
         if col_idx is not None:
