@@ -28,21 +28,40 @@ import sys
 from snakevi._constants import DEFAULT_CHECKPOINT_SECONDS
 
 
+def _unique_pairs(pairs: list) -> dict:
+    """``object_pairs_hook`` that refuses a key given twice (JSON readers keep the last silently)."""
+    keys = [key for key, _ in pairs]
+    for key in keys:
+        if keys.count(key) > 1:
+            raise argparse.ArgumentTypeError(f"key {key!r} is given twice; remove one of them")
+    return dict(pairs)
+
+
+def _yaml_unique(raw: str):
+    """``yaml.safe_load`` that refuses a key given twice in one mapping."""
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            _unique_pairs([(self.construct_object(k, deep=deep), None) for k, _ in node.value])
+            return super().construct_mapping(node, deep=deep)
+
+    return yaml.load(raw, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def _json_arg(text: str) -> dict:
-    """A JSON object given inline or as ``@path`` (JSON or YAML file)."""
+    """A JSON object given inline or as ``@path`` (JSON or YAML file); a key given twice is refused."""
     if text.startswith("@"):
         path = text[1:]
         with open(path, encoding="utf-8") as fh:
             raw = fh.read()
         if path.endswith((".yaml", ".yml")):
-            import yaml
-
-            value = yaml.safe_load(raw)
+            value = _yaml_unique(raw)
         else:
-            value = json.loads(raw)
+            value = json.loads(raw, object_pairs_hook=_unique_pairs)
     else:
         try:
-            value = json.loads(text)
+            value = json.loads(text, object_pairs_hook=_unique_pairs)
         except json.JSONDecodeError as err:
             raise argparse.ArgumentTypeError(f"not valid JSON ({err}): {text!r}") from err
     if not isinstance(value, dict):

@@ -63,6 +63,21 @@ def test_params_must_be_a_json_object():
                                    "--history", "h", "--train-params", "[1, 2]"])
 
 
+@pytest.mark.parametrize("how", ["inline", "json", "yaml"])
+def test_params_with_a_key_given_twice_are_refused(tmp_path, capsys, how):
+    inline = '{"max_epochs": 2, "max_epochs": 3}'
+    if how == "inline":
+        arg = inline
+    else:
+        path = tmp_path / f"train.{how}"
+        path.write_text(inline if how == "json" else "max_epochs: 2\nmax_epochs: 3\n")
+        arg = f"@{path}"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--prepared", "p", "--registry", "r", "--model", "m",
+                                   "--history", "h", "--train-params", arg])
+    assert "argument --train-params: key 'max_epochs' is given twice" in capsys.readouterr().err
+
+
 def test_report_integration_and_summarize_from_the_command_line(tiny_registered, tmp_path):
     _, reg, prepared = tiny_registered
     latent = tmp_path / "latent.npy"
