@@ -57,3 +57,63 @@ def test_scanvi_constructor_refuses_bad_arguments(kwargs, message):
     with pytest.raises(ValueError) as err:
         SCANVI(_scanvi_adata(), **kwargs)
     assert str(err.value).startswith(message), str(err.value)
+
+
+# ---- continued training -----------------------------------------------------------------------
+class _AtFitStart:
+    """Records the weights and the optimizer state when a fit starts."""
+
+    def __init__(self):
+        self.weights, self.optimizer_state = [], []
+
+    def on_fit_start(self, trainer, plan):
+        self.weights.append({k: v.detach().clone() for k, v in plan.module.state_dict().items()})
+        self.optimizer_state.append(dict(trainer.optimizer.state))
+
+
+def _rows(model):
+    return [{k: v for k, v in row.items() if k != "epoch"} for row in model.history_records]
+
+
+@pytest.mark.parametrize("model_cls, make", [(SCVI, _scvi_adata), (SCANVI, _scanvi_adata)])
+def test_a_second_train_call_extends_the_history(model_cls, make):
+    import torch
+
+    model = model_cls(make(), **SMALL)
+    probe = _AtFitStart()
+    model.train(max_epochs=2, callbacks=[probe], **QUIET)
+    first = model.history_records
+    after_first = {k: v.detach().clone() for k, v in model.module.state_dict().items()}
+    model.train(max_epochs=3, callbacks=[probe], **QUIET)
+    assert len(model.history) == 5 and list(model.history.index) == [0, 1, 2, 3, 4]
+    assert model.history_records[:2] == first
+    # As scvi-tools: the second call starts from the trained weights with a new optimizer.
+    assert all(torch.equal(probe.weights[1][k], after_first[k]) for k in after_first)
+    assert probe.optimizer_state[1] == {}
+
+
+def test_continued_history_survives_save_and_load_and_training_again(tmp_path):
+    adata = _scvi_adata()
+    model = SCVI(adata, **SMALL).train(max_epochs=2, **QUIET)
+    model.save(tmp_path / "m")
+    loaded = SCVI.load(tmp_path / "m", adata)
+    loaded.train(max_epochs=1, **QUIET)
+    assert list(loaded.history.index) == [0, 1, 2]
+    loaded.save(tmp_path / "m2")
+    assert list(SCVI.load(tmp_path / "m2", adata).history.index) == [0, 1, 2]
+
+
+def test_resuming_the_last_fit_from_its_checkpoint_does_not_count_it_twice(tmp_path):
+    from snakevi.train import ModelCheckpoint
+
+    adata = _scvi_adata()
+    straight = SCVI(adata, **SMALL).train(max_epochs=4, callbacks=[ModelCheckpoint(tmp_path / "a")], **QUIET)
+    model = SCVI(adata, **SMALL).train(max_epochs=2, callbacks=[ModelCheckpoint(tmp_path / "b")], **QUIET)
+    model.train(max_epochs=4, callbacks=[ModelCheckpoint(tmp_path / "b")], ckpt_path=tmp_path / "b" / "last.ckpt",
+                **QUIET)
+    assert list(model.history.index) == [0, 1, 2, 3]
+    assert _rows(model) == _rows(straight)
+    # A fresh model resuming the same checkpoint gets the same history.
+    fresh = SCVI(adata, **SMALL).train(max_epochs=4, callbacks=[ModelCheckpoint(tmp_path / "c")],
+                                       ckpt_path=tmp_path / "b" / "last.ckpt", **QUIET)
+    assert _rows(fresh) == _rows(straight)
