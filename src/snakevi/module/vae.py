@@ -409,7 +409,8 @@ class VAE(BaseModuleClass):
 
     # ---------------------------------------------------------------- helpers
     def sample(
-        self, tensors: dict[str, torch.Tensor], n_samples: int = 1, max_poisson_rate: float = MAX_POISSON_RATE
+        self, tensors: dict[str, torch.Tensor], n_samples: int = 1, max_poisson_rate: float = MAX_POISSON_RATE,
+        generative_kwargs: dict | None = None,
     ) -> torch.Tensor:
         """Posterior-predictive counts; see :func:`snakevi.module.posterior.posterior_predictive_sample`.
 
@@ -417,7 +418,7 @@ class VAE(BaseModuleClass):
         -------
         CPU tensor ``(n_cells, n_genes)``, or ``(n_cells, n_genes, n_samples)`` when ``n_samples > 1``.
         """
-        return posterior_predictive_sample(self, tensors, n_samples, max_poisson_rate)
+        return posterior_predictive_sample(self, tensors, n_samples, max_poisson_rate, generative_kwargs)
 
     def marginal_ll(
         self, tensors: dict[str, torch.Tensor], n_mc_samples: int, n_mc_samples_per_pass: int = 1
