@@ -158,3 +158,25 @@ def test_device_gathering_gives_the_same_pairs(data):
             assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
     with pytest.raises(ValueError, match="labels= and unlabeled_code="):
         SemiSupervisedDataLoader(DeviceCellData(data, "cpu"))
+
+
+def test_batch_size_larger_than_the_training_set_trains_one_short_minibatch(data, caplog):
+    # 27 labelled + 9 unlabelled training cells, batch_size 128: one pair per epoch (scvi-tools).
+    with caplog.at_level("INFO", logger="snakevi.data.splitter"):
+        splitter = SemiSupervisedDataSplitter(data, train_size=0.9, batch_size=128)
+    pairs = list(splitter.train_dataloader())
+    assert len(pairs) == 1
+    full, labelled = pairs[0]
+    assert len(full["X"]) == 36 and len(labelled["X"]) == 27
+    assert "batch_size=128 is larger than the training set (36 of 40 cells)" in caplog.text
+
+
+def test_too_few_cells_to_train_is_refused_clearly(new_adata):
+    adata = new_adata(n_obs=1)
+    adata.obs["cell_type"] = pd.Categorical(["t0"])
+    setup_anndata(adata, labels_key="cell_type", unlabeled_category="unknown")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        with pytest.raises(ValueError, match=r"Too few cells to train: 1 cell\(s\) leave 1") as info:
+            SemiSupervisedDataSplitter(CellData.from_anndata(adata), train_size=0.9)
+    assert "batch_size <=" not in str(info.value)

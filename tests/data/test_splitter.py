@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import warnings
 
 import numpy as np
@@ -76,9 +77,54 @@ def test_bad_sizes(train, val, match):
         DataSplitter(_data(100), train_size=train, validation_size=val, batch_size=8)
 
 
-def test_batch_size_larger_than_training_set_is_refused():
-    with pytest.raises(ValueError, match=r"batch_size=128 is larger than the training set \(90 of 100 cells\).*batch_size <= 90"):
-        DataSplitter(_data(100), batch_size=128)
+def test_batch_size_larger_than_training_set_trains_one_short_minibatch(caplog):
+    # scvi-tools trains with one smaller minibatch; the log says so.
+    with caplog.at_level(logging.INFO, logger="snakevi.data.splitter"):
+        s = DataSplitter(_data(100), batch_size=128)
+    assert len(s.train_idx) == 90
+    batches = list(s.train_dataloader())
+    assert [len(b["X"]) for b in batches] == [90]
+    assert "batch_size=128 is larger than the training set (90 of 100 cells)" in caplog.text
+    assert "one minibatch of 90 cells" in caplog.text
+
+
+# The training-set edge cases: (n_obs, train_size, batch_size, drop_last) -> training cells, or the error.
+EDGE_CASES = [
+    (3, None, 128, False, 3, None),            # ceil(2.7) = 3 cells, tail 3: kept, one minibatch of 3
+    (10, 0.2, 128, False, 2, None),            # given train_size: a 2-cell tail only warns (scvi-tools)
+    (2, None, 128, False, None, r"Too few cells to train: 2 cell\(s\) leave 0"),  # the 2-cell tail is moved
+    (1, None, 128, False, None, r"Too few cells to train: 1 cell\(s\) leave 0"),  # item 12's one-cell AnnData
+    (1, 1.0, 128, False, None, r"Too few cells to train: 1 cell\(s\) leave 1"),   # one cell breaks BatchNorm
+    (100, None, 128, True, None, r"drop_last=True would drop the only training minibatch.*90 of 100"),
+]
+
+
+@pytest.mark.parametrize("n, train, bs, drop, n_train, error", EDGE_CASES)
+def test_training_set_edge_cases(n, train, bs, drop, n_train, error):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        if error is not None:
+            with pytest.raises(ValueError, match=error) as info:
+                DataSplitter(_data(n), train_size=train, batch_size=bs, drop_last=drop)
+            assert "batch_size <= 0" not in str(info.value)
+            return
+        s = DataSplitter(_data(n), train_size=train, batch_size=bs, drop_last=drop)
+    assert [len(b["X"]) for b in s.train_dataloader()] == [n_train]
+
+
+def test_one_cell_message_says_what_to_do():
+    with pytest.raises(ValueError) as info:
+        DataSplitter(_data(1))
+    message = str(info.value)
+    assert "Too few cells to train" in message and "at least 3 cells" in message
+    assert "batch_size" not in message
+
+
+def test_external_indexing_with_a_short_training_set():
+    s = DataSplitter(_data(100), batch_size=128, external_indexing=[np.arange(50), np.arange(50, 100)])
+    assert [len(b["X"]) for b in s.train_dataloader()] == [50]
+    with pytest.raises(ValueError, match=r"Too few cells to train: 100 cell\(s\) leave 1"):
+        DataSplitter(_data(100), batch_size=128, external_indexing=[np.arange(1), np.arange(1, 100)])
 
 
 def test_loaders_cover_their_sets():

@@ -253,3 +253,12 @@ def test_an_untrained_reference_is_refused(query):
     SCVI.setup_anndata(ad, batch_key="batch")
     with pytest.raises(ValueError, match="has not been trained"):
         SCVI.load_query_data(query, SCVI(ad, **SMALL))
+
+
+def test_a_query_smaller_than_the_default_batch_size_trains(reference):
+    # scvi-tools trains a 20-cell query with one minibatch of 18 cells (batch_size=128 by default).
+    model = SCVI.load_query_data(_cells(20, ["q_a"], seed=1), reference)
+    model.train(max_epochs=2, enable_progress_bar=False, plan_kwargs={"weight_decay": 0.0})
+    assert model.is_trained and len(model.history) == 2 and len(model.train_indices) == 18
+    assert np.isfinite(model.history["elbo_train"]).all()
+    assert model.get_latent_representation().shape == (20, 3)

@@ -73,3 +73,14 @@ def test_freeze_classifier_false_trains_the_classifier(reference, query):
     params = dict(model.module.named_parameters())
     assert all(p.requires_grad for n, p in params.items() if n.startswith("classifier."))
     assert not any(p.requires_grad for n, p in params.items() if n.startswith(("encoder_z2_z1.", "decoder_z1_z2.")))
+
+
+def test_a_query_smaller_than_the_default_batch_size_trains(reference):
+    # 15 labelled + 5 unlabelled cells -> 14 + 5 training cells: one minibatch (scvi-tools).
+    query = _cells(20, ["q_a"], seed=1)
+    query.obs.loc[query.obs_names[:5], "label"] = "Unknown"
+    model = QuerySCANVI.load_query_data(query, reference)
+    model.train(max_epochs=2, enable_progress_bar=False, plan_kwargs={"weight_decay": 0.0})
+    assert model.is_trained and len(model.history) == 2 and len(model.train_indices) == 19
+    assert np.isfinite(model.history["elbo_train"]).all()
+    assert model.predict().shape == (20,)

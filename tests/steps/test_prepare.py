@@ -57,11 +57,18 @@ def test_streaming_in_small_chunks_gives_identical_files(tiny_registered, tmp_pa
         assert (tmp_path / "p" / name).read_bytes() == (prepared / name).read_bytes(), name
 
 
-def test_batch_size_larger_than_training_set_is_refused_without_output(tiny_registered, tmp_path):
-    h5ad, registry_json, _ = tiny_registered
-    with pytest.raises(StepError, match="batch_size=1000"):
-        prepare(h5ad, registry_json, tmp_path / "p", batch_size=1000)
-    assert list(tmp_path.iterdir()) == []
+def test_batch_size_larger_than_training_set_is_accepted_and_trains(tiny_registered, tmp_path):
+    # scvi-tools trains with one short minibatch per epoch; so does the workflow's train step.
+    from snakevi.steps import train
+
+    h5ad, registry_json, prepared = tiny_registered
+    spec = prepare(h5ad, registry_json, tmp_path / "p", batch_size=1000)
+    assert spec["loader"]["batch_size"] == 1000
+    assert spec["split_sizes"] == read_loader_spec(prepared)["split_sizes"]
+    model = train(tmp_path / "p", registry_json, tmp_path / "model", tmp_path / "history.csv",
+                  model_params={"n_hidden": 8, "n_latent": 2}, train_params={"max_epochs": 2}, accelerator="cpu",
+                  enable_progress_bar=False)
+    assert len(model.history) == 2 and model.trainer.global_step == 2  # one step per epoch
 
 
 def test_a_prepared_folder_is_refused_for_another_registry(tiny_registered, tmp_path):

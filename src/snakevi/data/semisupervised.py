@@ -29,7 +29,7 @@ import numpy as np
 
 from snakevi._constants import REGISTRY_KEYS
 from snakevi.data.celldata import CellData
-from snakevi.data.splitter import SplitLoaders, validate_data_split, validate_external_indexing
+from snakevi.data.splitter import SplitLoaders, check_training_set, validate_data_split, validate_external_indexing
 
 
 def unlabeled_code(registry: dict) -> int | None:
@@ -222,13 +222,7 @@ class SemiSupervisedDataSplitter(SplitLoaders):
                      for g in (self.labeled_indices, self.unlabeled_indices)]
             self.train_idx, self.val_idx, self.test_idx = (np.concatenate([p[i] for p in parts]) for i in range(3))
         n_train = self.train_idx.size
-        if n_train == 0:
-            raise ValueError(f"The training set is empty ({n_obs} cells); raise train_size or use more cells.")
-        if self.batch_size > n_train:
-            raise ValueError(
-                f"batch_size={self.batch_size} is larger than the training set ({n_train} of {n_obs} cells). "
-                f"Use batch_size <= {n_train}, or more training cells."
-            )
+        check_training_set(n_train, n_obs, self.batch_size, self.drop_last)
         tail = n_train % self.batch_size
         if tail in (1, 2) and not self.drop_last:
             warnings.warn(

@@ -7,10 +7,13 @@ sliced validation first, then train, then test.
 
 from __future__ import annotations
 
+import logging
 import warnings
 from math import ceil, floor
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 
 def validate_data_split(
@@ -78,6 +81,36 @@ def validate_data_split(
                         stacklevel=3,
                     )
     return n_train, n_val
+
+
+def check_training_set(n_train: int, n_obs: int, batch_size: int, drop_last: bool) -> None:
+    """Refuse a training set that cannot be trained on; log when it is one short minibatch.
+
+    As scvi-tools, a ``batch_size`` larger than the training set is no error: each epoch is
+    one minibatch of all ``n_train`` cells (scvi-tools' ``validate_data_split`` only moves or
+    warns about a 1-2 cell last minibatch, ``src/scvi/dataloaders/_data_splitting.py``
+    L70-91 at scverse/scvi-tools@93dc4fa, and its ``AnnDataLoader`` yields the short batch).
+    Refused: fewer than 2 training cells (one cell in training mode breaks BatchNorm: "Expected
+    more than 1 value per channel"; none after that rule moved a 1-2 cell tail), and
+    ``drop_last`` dropping the only minibatch (an epoch without a step).
+    """
+    if n_train < 2:
+        raise ValueError(
+            f"Too few cells to train: {n_obs} cell(s) leave {n_train} for training, and training needs at "
+            "least 2 (a minibatch of one cell breaks BatchNorm; without train_size, a last minibatch of 1 or "
+            "2 cells is moved out of the training set, as in scvi-tools). Train on at least 3 cells."
+        )
+    if n_train < batch_size:
+        if drop_last:
+            raise ValueError(
+                f"drop_last=True would drop the only training minibatch: batch_size={batch_size} is larger "
+                f"than the training set ({n_train} of {n_obs} cells). Use drop_last=False (one minibatch of "
+                f"{n_train} cells) or batch_size <= {n_train}."
+            )
+        log.info(
+            "batch_size=%d is larger than the training set (%d of %d cells): each epoch trains on one "
+            "minibatch of %d cells, as in scvi-tools.", batch_size, n_train, n_obs, n_train,
+        )
 
 
 def validate_external_indexing(n_obs: int, external_indexing) -> list[np.ndarray]:
@@ -153,7 +186,8 @@ class DataSplitter(SplitLoaders):
     validation_size
         Fraction for validation; ``None`` means all cells not in training.
     batch_size
-        Cells per minibatch of every loader.
+        Cells per minibatch of every loader; one larger than the training set gives one
+        short minibatch per epoch (logged; see :func:`check_training_set`).
     shuffle_set_split
         Permute cells before slicing; ``False`` slices in the data's order.
     seed
@@ -201,12 +235,7 @@ class DataSplitter(SplitLoaders):
             self.val_idx = indices[:n_val]
             self.train_idx = indices[n_val : n_val + n_train]
             self.test_idx = indices[n_val + n_train :]
-        if self.batch_size > self.train_idx.size:
-            raise ValueError(
-                f"batch_size={self.batch_size} is larger than the training set ({self.train_idx.size} "
-                f"of {n_obs} cells). Use batch_size <= {self.train_idx.size} (e.g. batch_size="
-                f"{max(1, self.train_idx.size // 2)}), or more training cells (train_size, more data)."
-            )
+        check_training_set(self.train_idx.size, n_obs, self.batch_size, self.drop_last)
 
     def _loader(self, indices, shuffle: bool, drop_last: bool):
         from snakevi.data.loader import AnnDataLoader

@@ -287,7 +287,10 @@ class BaseModelClass:
         self.train_indices = np.asarray(splitter.train_idx)
         self.validation_indices = np.asarray(splitter.val_idx)
         self.test_indices = np.asarray(splitter.test_idx)
-        self.history_records = trainer.history
+        rows = trainer.history
+        if self.is_trained:  # further training: scvi-tools appends to the history, numbering epochs on
+            rows = continued_history(self._history_records, rows, trainer.restored_epochs)
+        self.history_records = rows
         self.is_trained = True
         return self
 
@@ -433,6 +436,36 @@ def _history_frame(rows: list[dict]) -> pd.DataFrame:
     if "epoch" in frame.columns:
         frame = frame.set_index("epoch")
     return frame
+
+
+def continued_history(previous: list[dict], new: list[dict], n_restored: int = 0) -> list[dict]:
+    """The history after a further ``train()`` call: ``previous`` rows, then ``new`` ones numbered on.
+
+    Each call's trainer numbers its epochs from 0 (and, as in scvi-tools, restarts the KL
+    warm-up and the optimizer); the model's history goes on counting, as scvi-tools'
+    ``TrainRunner._update_history`` concatenates with a shifted index. A resumed fit
+    (``ckpt_path``) starts with ``n_restored`` rows from its checkpoint: when ``previous``
+    already ends with them (the model ran that fit itself and is now taking it further),
+    they replace those rows instead of being counted twice.
+    """
+    if n_restored and len(previous) >= n_restored and _same_rows(previous[-n_restored:], new[:n_restored]):
+        previous = previous[:-n_restored]
+    start = int(previous[-1]["epoch"]) + 1 if previous and previous[-1].get("epoch") is not None else len(previous)
+    return [dict(row) for row in previous] + [{**row, "epoch": start + i} for i, row in enumerate(new)]
+
+
+def _same_rows(a: list[dict], b: list[dict]) -> bool:
+    """Rows equal but for ``epoch``; a missing, None or NaN metric counts as the same gap
+    (a history read back from model.json has None where the trainer's row had no entry)."""
+    def value(row, key):
+        v = row.get(key)
+        return None if v is None or (isinstance(v, float) and v != v) else v
+
+    for ra, rb in zip(a, b, strict=True):
+        keys = (set(ra) | set(rb)) - {"epoch"}
+        if any(value(ra, k) != value(rb, k) for k in keys):
+            return False
+    return True
 
 
 def history_columns(rows: list[dict]) -> list[str]:

@@ -1,104 +1,59 @@
-"""Posterior queries shared by VAE-based models: latent space, expression, likelihoods.
+"""Latent-space and model-fit queries of VAE-based models (scvi-tools' ``VAEMixin``), plus the
+expression queries (:mod:`snakevi.model.expression`): the ``InferenceMixin`` of SCVI and SCANVI.
 
-Every method walks the data in minibatches with gradients off and the module in eval mode,
-so calling it never changes the model. ``adata=None`` means the data the model was built on;
-new data is checked against the model's registry first (same genes, known categories).
+Arguments in scvi-tools 1.4's order, so positional calls port as they are; see
+:mod:`snakevi.model._queries` for ``adata``/``dataloader`` and the eval-mode, no-gradient passes.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterator, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
-if TYPE_CHECKING:  # pragma: no cover
-    import pandas as pd
-    import torch
+from snakevi.model.expression import ExpressionMixin
 
 
-class InferenceMixin:
+class InferenceMixin(ExpressionMixin):
     """Queries for models whose module is a :class:`snakevi.module.VAE`."""
-
-    # ---- plumbing ------------------------------------------------------------------------
-    def _minibatches(self, adata, indices, batch_size: int | None) -> Iterator[dict[str, torch.Tensor]]:
-        from snakevi.data import AnnDataLoader
-
-        data = self._resolve_data(adata)
-        loader = AnnDataLoader(data, indices=indices, batch_size=batch_size or 128, shuffle=False)
-        device = self.device
-        for batch in loader:
-            yield {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-
-    def _cells_and_genes(self, adata, indices):
-        data = self._resolve_data(adata)
-        idx = np.arange(len(data)) if indices is None else np.asarray(indices)
-        source = self.adata if adata is None else adata
-        obs_names = None
-        if source is not None and hasattr(source, "obs_names"):
-            obs_names = np.asarray(source.obs_names)[idx]
-        var_names = np.asarray(self.registry["fields"]["X"]["column_names"])
-        return idx, obs_names, var_names
-
-    def _gene_mask(self, gene_list: Sequence[str] | None) -> np.ndarray | slice:
-        if gene_list is None:
-            return slice(None)
-        import pandas as pd  # here, not at the top: training imports no pandas
-
-        var_names = pd.Index(self.registry["fields"]["X"]["column_names"])
-        missing = [g for g in gene_list if g not in var_names]
-        if missing:
-            raise KeyError(f"gene_list has {len(missing)} genes the model does not know, e.g. {missing[:5]}.")
-        return var_names.get_indexer(list(gene_list))
-
-    def _batch_codes(self, transform_batch) -> list[int | None]:
-        """Turn ``transform_batch`` (None, a category, or a list of them) into batch codes."""
-        if transform_batch is None:
-            return [None]
-        values = transform_batch if isinstance(transform_batch, (list, tuple)) else [transform_batch]
-        mapping = [str(c) for c in self.registry["fields"]["batch"]["categorical_mapping"]]
-        codes = []
-        for value in values:
-            if str(value) not in mapping:
-                raise ValueError(f"transform_batch {value!r} is not a batch the model knows; choose from {mapping}.")
-            codes.append(mapping.index(str(value)))
-        return codes
-
-    def _run(self, fn, adata=None, indices=None, batch_size=None) -> list:
-        import torch
-
-        was_training = self.module.training
-        self.module.eval()
-        try:
-            with torch.inference_mode():
-                return [fn(batch) for batch in self._minibatches(adata, indices, batch_size)]
-        finally:
-            self.module.train(was_training)
 
     # ---- latent space -------------------------------------------------------------------
     def get_latent_representation(
         self,
         adata=None,
         indices: Sequence[int] | None = None,
-        *,
         give_mean: bool = True,
         mc_samples: int = 5000,
         batch_size: int | None = None,
-    ) -> np.ndarray:
+        return_dist: bool = False,
+        dataloader: Iterable | None = None,
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """Latent representation of each cell, shape ``(n_cells, n_latent)``.
 
         Parameters
         ----------
+        adata, indices
+            Data (default: the model's own) and the cells of it to use (default: all).
         give_mean
             Return the posterior mean (for ``latent_distribution="ln"``, a Monte Carlo mean
             over ``mc_samples`` draws); otherwise one posterior sample.
+        batch_size
+            Cells per minibatch (default 128).
+        return_dist
+            Return ``(mean, variance)`` of the Normal ``q(z|x)`` instead, each ``(n_cells, n_latent)``.
+        dataloader
+            Minibatch dicts to use instead of ``adata``/``indices``.
         """
         import torch
 
+        self._check_dataloader(adata, dataloader, indices=indices, batch_size=batch_size)
         ln = getattr(self.module, "latent_distribution", "normal") == "ln"
 
         def one(batch):
             out = self.module.inference(**self.module._get_inference_input(batch))
             qz = out["qz"]
+            if return_dist:
+                return qz.loc.float().cpu().numpy(), qz.scale.square().float().cpu().numpy()
             if not give_mean:
                 z = out["z"]
             elif ln:
@@ -107,192 +62,139 @@ class InferenceMixin:
                 z = qz.loc
             return z.float().cpu().numpy()
 
-        return np.concatenate(self._run(one, adata, indices, batch_size), axis=0)
+        parts = self._run(one, adata, indices, batch_size, dataloader)
+        if return_dist:
+            return np.concatenate([p[0] for p in parts], axis=0), np.concatenate([p[1] for p in parts], axis=0)
+        return np.concatenate(parts, axis=0)
 
-    # ---- expression ---------------------------------------------------------------------
-    def get_normalized_expression(
+    def get_latent_library_size(
         self,
         adata=None,
         indices: Sequence[int] | None = None,
-        *,
-        transform_batch=None,
-        gene_list: Sequence[str] | None = None,
-        library_size: float | str = 1,
-        n_samples: int = 1,
+        give_mean: bool = True,
         batch_size: int | None = None,
-        return_mean: bool = True,
-        return_numpy: bool | None = None,
-    ) -> pd.DataFrame | np.ndarray:
-        """Denoised, normalised expression ``library_size * px_scale``.
+        dataloader: Iterable | None = None,
+    ) -> np.ndarray:
+        """Library size of each cell, ``(n_cells, 1)`` (scvi-tools' ``get_latent_library_size``).
 
         Parameters
         ----------
-        transform_batch
-            Decode every cell as if it came from this batch (a category of ``batch_key``);
-            a list averages over those batches. ``None`` uses each cell's own batch.
-        gene_list
-            Return only these genes.
-        library_size
-            Scale of the output: a number (1 gives proportions; 1e4 gives counts per 10k) or
-            ``"latent"`` for the model's observed or inferred library size.
-        n_samples
-            Posterior samples per cell; averaged when ``return_mean``.
-        return_numpy
-            Return an array instead of a DataFrame (forced when samples are not averaged).
-
-        Returns
-        -------
-        DataFrame cells x genes, or an array of shape ``(n_cells, n_genes)`` or
-        ``(n_samples, n_cells, n_genes)``.
+        give_mean
+            The mean of the posterior ``LogNormal`` of a latent library
+            (``use_observed_lib_size=False``); a model with an observed library has none and
+            raises. ``False``: ``exp(library)``, the observed total counts, or one posterior
+            sample of a latent library.
         """
         import torch
 
-        genes = self._gene_mask(gene_list)
-        codes = self._batch_codes(transform_batch)
+        self._check_dataloader(adata, dataloader, indices=indices, batch_size=batch_size)
 
         def one(batch):
-            per_batch = []
-            for code in codes:
-                inf = self.module.inference(**self.module._get_inference_input(batch), n_samples=n_samples)
-                gen_in = self.module._get_generative_input(batch, inf)
-                gen = self.module.generative(**gen_in, transform_batch=code)
-                px = gen["px"]
-                values = px.mu if library_size == "latent" else px.scale * float(library_size)
-                per_batch.append(values[..., genes])
-            out = torch.stack(per_batch).mean(0)
-            if n_samples > 1 and return_mean:
-                out = out.mean(0)
-            return out.float().cpu().numpy()
+            out = self.module.inference(**self.module._get_inference_input(batch))
+            if not give_mean:
+                return torch.exp(out["library"]).float().cpu().numpy()
+            ql = out["ql"]
+            if ql is None:
+                raise RuntimeError(
+                    "get_latent_library_size: this model uses the observed library size "
+                    "(use_observed_lib_size=True), so there is no posterior to average; pass give_mean=False "
+                    "for the observed library sizes."
+                )
+            return torch.distributions.LogNormal(ql.loc, ql.scale).mean.float().cpu().numpy()
 
-        parts = self._run(one, adata, indices, batch_size)
-        axis = 1 if (n_samples > 1 and not return_mean) else 0
-        values = np.concatenate(parts, axis=axis)
-        if return_numpy or values.ndim == 3:
-            return values
-        idx, obs_names, var_names = self._cells_and_genes(adata, indices)
-        columns = var_names[genes] if gene_list is not None else var_names
-        import pandas as pd  # here, not at the top: training imports no pandas
-
-        return pd.DataFrame(values, index=obs_names if obs_names is not None else idx, columns=columns)
-
-    def get_likelihood_parameters(
-        self,
-        adata=None,
-        indices: Sequence[int] | None = None,
-        *,
-        n_samples: int = 1,
-        give_mean: bool = False,
-        batch_size: int | None = None,
-    ) -> dict[str, np.ndarray]:
-        """Parameters of the count distribution per cell and gene.
-
-        Returns
-        -------
-        dict with ``"mean"`` (``px_rate``), ``"dispersions"`` (``theta``) and, for ZINB,
-        ``"dropout"`` (zero-inflation logits), each ``(n_cells, n_genes)`` (with a leading
-        sample axis when ``n_samples > 1`` and not ``give_mean``).
-        """
-        import torch
-
-        def one(batch):
-            inf = self.module.inference(**self.module._get_inference_input(batch), n_samples=n_samples)
-            gen = self.module.generative(**self.module._get_generative_input(batch, inf))
-            px = gen["px"]
-            out = {"mean": px.mu}
-            if getattr(px, "theta", None) is not None:  # Poisson has no dispersion
-                out["dispersions"] = torch.broadcast_to(px.theta, px.mu.shape)
-            if getattr(px, "zi_logits", None) is not None:
-                out["dropout"] = px.zi_logits
-            if n_samples > 1 and give_mean:
-                out = {k: v.mean(0) for k, v in out.items()}
-            return {k: v.float().cpu().numpy() for k, v in out.items()}
-
-        parts = self._run(one, adata, indices, batch_size)
-        axis = 1 if (n_samples > 1 and not give_mean) else 0
-        return {k: np.concatenate([p[k] for p in parts], axis=axis) for k in parts[0]}
-
-    def posterior_predictive_sample(
-        self,
-        adata=None,
-        indices: Sequence[int] | None = None,
-        *,
-        n_samples: int = 1,
-        gene_list: Sequence[str] | None = None,
-        batch_size: int | None = None,
-    ):
-        """Counts drawn from the posterior predictive distribution.
-
-        Returns
-        -------
-        ``scipy.sparse.csr_matrix`` of shape ``(n_cells, n_genes)`` for ``n_samples=1``,
-        else a dense array ``(n_cells, n_genes, n_samples)``.
-        """
-        import scipy.sparse as sp
-
-        genes = self._gene_mask(gene_list)
-
-        def one(batch):
-            counts = self.module.sample(batch, n_samples=n_samples)
-            return counts[:, genes].cpu().numpy() if n_samples == 1 else counts[:, genes, :].cpu().numpy()
-
-        parts = np.concatenate(self._run(one, adata, indices, batch_size), axis=0)
-        return sp.csr_matrix(parts) if n_samples == 1 else parts
+        return np.concatenate(self._run(one, adata, indices, batch_size, dataloader), axis=0)
 
     # ---- model fit ----------------------------------------------------------------------
-    def _per_cell_losses(self, adata, indices, batch_size):
+    def _per_cell_losses(self, adata, indices, batch_size, dataloader=None) -> tuple[np.ndarray, np.ndarray]:
+        """Per-cell reconstruction loss and local KL, each ``(n_cells,)`` float64, at ``kl_weight=1``."""
+        self._check_dataloader(adata, dataloader, indices=indices, batch_size=batch_size)
+
         def one(batch):
             _, _, losses = self.module(batch, loss_kwargs={"kl_weight": 1.0})
             rec = losses.reconstruction_loss
             rec = sum(rec.values()) if isinstance(rec, dict) else rec
             kl = losses.kl_local
             kl = sum(kl.values()) if isinstance(kl, dict) else kl
-            return rec.double().cpu().numpy(), kl.double().cpu().numpy(), float(losses.kl_global_sum)
+            return rec.double().cpu().numpy(), kl.double().cpu().numpy()
 
-        return self._run(one, adata, indices, batch_size)
+        parts = self._run(one, adata, indices, batch_size, dataloader)
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
-    def get_elbo(self, adata=None, indices: Sequence[int] | None = None, *, batch_size: int | None = None) -> float:
-        """Evidence lower bound per cell, ``-(reconstruction + KL local)`` averaged over cells.
+    def get_elbo(
+        self,
+        adata=None,
+        indices: Sequence[int] | None = None,
+        batch_size: int | None = None,
+        dataloader: Iterable | None = None,
+        return_mean: bool = True,
+    ) -> float | np.ndarray:
+        """Evidence lower bound, ``-(reconstruction + KL local)`` per cell (higher is better).
 
-        Higher is better (as in scvi-tools, the global KL is left out).
+        As in scvi-tools, the global KL is left out and one posterior sample is drawn per cell.
+
+        Parameters
+        ----------
+        adata, indices
+            Data (default: the model's own) and the cells of it to use (default: all).
+        batch_size
+            Cells per minibatch (default 128).
+        dataloader
+            Minibatch dicts to use instead of ``adata``/``indices``.
+        return_mean
+            Average over cells; otherwise an array ``(n_cells,)`` of per-cell values.
         """
-        parts = self._per_cell_losses(adata, indices, batch_size)
-        rec = np.concatenate([p[0] for p in parts])
-        kl = np.concatenate([p[1] for p in parts])
-        return float(-(rec + kl).mean())
+        rec, kl = self._per_cell_losses(adata, indices, batch_size, dataloader)
+        elbo = -(rec + kl)
+        return float(elbo.mean()) if return_mean else elbo
 
     def get_reconstruction_error(
-        self, adata=None, indices: Sequence[int] | None = None, *, batch_size: int | None = None
-    ) -> dict[str, float]:
-        """Mean per-cell negative log-likelihood of the counts (lower is better).
+        self,
+        adata=None,
+        indices: Sequence[int] | None = None,
+        batch_size: int | None = None,
+        dataloader: Iterable | None = None,
+        return_mean: bool = True,
+    ) -> dict[str, float | np.ndarray]:
+        """Negative log-likelihood of the counts given one posterior sample (lower is better).
+
+        Parameters
+        ----------
+        adata, indices, batch_size, dataloader
+            As for :meth:`get_elbo`.
+        return_mean
+            Average over cells; otherwise per-cell values ``(n_cells,)``.
 
         Returns
         -------
-        ``{"reconstruction_loss": value}``.
+        ``{"reconstruction_loss": value}`` (a float, or an array with ``return_mean=False``).
         """
-        parts = self._per_cell_losses(adata, indices, batch_size)
-        return {"reconstruction_loss": float(np.concatenate([p[0] for p in parts]).mean())}
+        rec, _ = self._per_cell_losses(adata, indices, batch_size, dataloader)
+        return {"reconstruction_loss": float(rec.mean()) if return_mean else rec}
 
     def get_marginal_ll(
         self,
         adata=None,
         indices: Sequence[int] | None = None,
-        *,
         n_mc_samples: int = 1000,
         batch_size: int | None = None,
         return_mean: bool = True,
+        dataloader: Iterable | None = None,
     ) -> float | np.ndarray:
         """Importance-sampled log p(x) per cell (higher is better).
 
         Parameters
         ----------
+        adata, indices, batch_size, dataloader
+            As for :meth:`get_elbo`.
         n_mc_samples
             Posterior samples per cell for the importance-sampling estimate.
         return_mean
             Average over cells; otherwise return one value per cell.
         """
+        self._check_dataloader(adata, dataloader, indices=indices, batch_size=batch_size)
 
         def one(batch):
             return self.module.marginal_ll(batch, n_mc_samples=n_mc_samples).double().cpu().numpy()
 
-        values = np.concatenate(self._run(one, adata, indices, batch_size))
+        values = np.concatenate(self._run(one, adata, indices, batch_size, dataloader))
         return float(values.mean()) if return_mean else values

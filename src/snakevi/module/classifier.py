@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from snakevi.module._arguments import check_flag, check_int, check_rate
 from snakevi.module.layers import FCLayers
 
 
@@ -53,8 +54,12 @@ class Classifier(nn.Module):
         **kwargs,
     ):
         super().__init__()
-        if n_labels < 1:
-            raise ValueError(f"Classifier: n_labels={n_labels!r}; it needs at least one class.")
+        for name, value, minimum in [("n_input", n_input, 1), ("n_hidden", n_hidden, 0), ("n_labels", n_labels, 1),
+                                     ("n_layers", n_layers, 0)]:
+            check_int("Classifier", name, value, minimum)
+        check_rate("Classifier", "dropout_rate", dropout_rate)
+        for name, value in [("logits", logits), ("use_batch_norm", use_batch_norm), ("use_layer_norm", use_layer_norm)]:
+            check_flag("Classifier", name, value)
         self.logits = logits
         layers: list[nn.Module] = []
         if n_hidden > 0 and n_layers > 0:

@@ -23,15 +23,19 @@ if TYPE_CHECKING:
 
 @torch.inference_mode()
 def posterior_predictive_sample(
-    module: VAE, tensors: dict[str, torch.Tensor], n_samples: int = 1, max_poisson_rate: float = MAX_POISSON_RATE
+    module: VAE, tensors: dict[str, torch.Tensor], n_samples: int = 1, max_poisson_rate: float = MAX_POISSON_RATE,
+    generative_kwargs: dict | None = None,
 ) -> torch.Tensor:
     """Draw ``z ~ q(z|x)`` then ``x_hat ~ p(x|z)``, ``n_samples`` times per cell.
+
+    ``generative_kwargs`` go to ``module.generative`` (e.g. ``{"transform_batch": 1}``).
 
     Returns
     -------
     CPU tensor ``(n_cells, n_genes)`` when ``n_samples == 1``, else ``(n_cells, n_genes, n_samples)``.
     """
-    _, generative_outputs = module(tensors, inference_kwargs={"n_samples": n_samples}, compute_loss=False)
+    _, generative_outputs = module(tensors, inference_kwargs={"n_samples": n_samples},
+                                  generative_kwargs=generative_kwargs, compute_loss=False)
     dist = generative_outputs["px"]
     if module.gene_likelihood == "poisson":
         dist = Poisson(torch.clamp(dist.rate, max=max_poisson_rate))

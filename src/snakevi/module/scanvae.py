@@ -20,6 +20,7 @@ from torch.distributions import Normal, kl_divergence
 from torch.nn import functional as F
 
 from snakevi._constants import REGISTRY_KEYS
+from snakevi.module._arguments import check_flag, check_int
 from snakevi.module.base import LossOutput
 from snakevi.module.classifier import Classifier
 from snakevi.module.layers import Decoder, Encoder
@@ -97,10 +98,17 @@ class SCANVAE(VAE):
                 "SCANVAE: use_labels_groups/labels_groups (label hierarchies) are not supported by snakevi; "
                 "leave them unset."
             )
+        check_int("SCANVAE", "n_labels", n_labels, 0)
         if n_labels < 1:
             raise ValueError(
                 f"SCANVAE: n_labels={n_labels!r}; it needs at least one known cell type "
                 "(the unlabelled category does not count)."
+            )
+        check_flag("SCANVAE", "linear_classifier", linear_classifier)
+        if classifier_parameters is not None and not isinstance(classifier_parameters, dict):
+            raise ValueError(
+                f"SCANVAE: classifier_parameters={classifier_parameters!r} is not valid; expected a dict of "
+                "Classifier arguments or None."
             )
         super().__init__(
             n_input,
@@ -156,6 +164,11 @@ class SCANVAE(VAE):
             prior = torch.as_tensor(y_prior, dtype=torch.float32).reshape(1, -1)
             if prior.shape[1] != n_labels:
                 raise ValueError(f"SCANVAE: y_prior has {prior.shape[1]} entries; expected one per label ({n_labels}).")
+            if not (torch.isfinite(prior).all() and (prior >= 0).all() and prior.sum() > 0):
+                raise ValueError(
+                    f"SCANVAE: y_prior={y_prior!r} is not valid; expected finite probabilities >= 0 with a "
+                    f"positive sum, one per label ({n_labels})."
+                )
         self.y_prior = torch.nn.Parameter(prior, requires_grad=False)
 
     # ------------------------------------------------------------ classification

@@ -20,6 +20,7 @@ import torch
 from torch.distributions import Normal, kl_divergence
 
 from snakevi._constants import REGISTRY_KEYS
+from snakevi.module._arguments import check_choice, check_flag, check_int, check_ints, check_rate
 from snakevi.module.base import BaseModuleClass, LossOutput
 from snakevi.module.distributions import (
     MAX_POISSON_RATE,
@@ -37,12 +38,6 @@ _CHOICES = {
     "use_batch_norm": ("none", "encoder", "decoder", "both"),
     "use_layer_norm": ("none", "encoder", "decoder", "both"),
 }
-
-
-def _check_choice(name: str, value: object) -> None:
-    allowed = _CHOICES[name]
-    if value not in allowed:
-        raise ValueError(f"VAE: {name}={value!r} is not valid; choose one of {', '.join(map(repr, allowed))}.")
 
 
 def _as_prior_row(name: str, values, n_expected: int) -> torch.Tensor:
@@ -133,6 +128,17 @@ class VAE(BaseModuleClass):
         var_activation: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ):
         super().__init__()
+        for name, value, minimum in [("n_input", n_input, 1), ("n_batch", n_batch, 0), ("n_labels", n_labels, 0),
+                                     ("n_hidden", n_hidden, 1), ("n_latent", n_latent, 1), ("n_layers", n_layers, 1),
+                                     ("n_continuous_cov", n_continuous_cov, 0)]:
+            check_int("VAE", name, value, minimum)
+        check_ints("VAE", "n_cats_per_cov", n_cats_per_cov or [], 1)
+        check_rate("VAE", "dropout_rate", dropout_rate)
+        for name, value in [("log_variational", log_variational), ("encode_covariates", encode_covariates),
+                            ("deeply_inject_covariates", deeply_inject_covariates),
+                            ("use_size_factor_key", use_size_factor_key),
+                            ("use_observed_lib_size", use_observed_lib_size)]:
+            check_flag("VAE", name, value)
         for name, value in [
             ("dispersion", dispersion),
             ("gene_likelihood", gene_likelihood),
@@ -140,7 +146,7 @@ class VAE(BaseModuleClass):
             ("use_batch_norm", use_batch_norm),
             ("use_layer_norm", use_layer_norm),
         ]:
-            _check_choice(name, value)
+            check_choice("VAE", name, value, _CHOICES[name])
         if dispersion == "gene-batch" and n_batch < 1:
             raise ValueError("VAE: dispersion='gene-batch' needs n_batch >= 1; got n_batch=0.")
         if dispersion == "gene-label" and n_labels < 1:
@@ -403,7 +409,8 @@ class VAE(BaseModuleClass):
 
     # ---------------------------------------------------------------- helpers
     def sample(
-        self, tensors: dict[str, torch.Tensor], n_samples: int = 1, max_poisson_rate: float = MAX_POISSON_RATE
+        self, tensors: dict[str, torch.Tensor], n_samples: int = 1, max_poisson_rate: float = MAX_POISSON_RATE,
+        generative_kwargs: dict | None = None,
     ) -> torch.Tensor:
         """Posterior-predictive counts; see :func:`snakevi.module.posterior.posterior_predictive_sample`.
 
@@ -411,7 +418,7 @@ class VAE(BaseModuleClass):
         -------
         CPU tensor ``(n_cells, n_genes)``, or ``(n_cells, n_genes, n_samples)`` when ``n_samples > 1``.
         """
-        return posterior_predictive_sample(self, tensors, n_samples, max_poisson_rate)
+        return posterior_predictive_sample(self, tensors, n_samples, max_poisson_rate, generative_kwargs)
 
     def marginal_ll(
         self, tensors: dict[str, torch.Tensor], n_mc_samples: int, n_mc_samples_per_pass: int = 1

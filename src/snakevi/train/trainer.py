@@ -79,6 +79,8 @@ class Trainer:
         Optimizer steps taken.
     history
         One dict per epoch: ``"epoch"`` plus every metric logged that epoch.
+    restored_epochs
+        How many of the rows of ``history`` a resumed fit took from its checkpoint (else 0).
     train_loader, val_loader
         The loaders of the running (or last) ``fit``, for callbacks that act on them.
     logged_metrics
@@ -134,6 +136,7 @@ class Trainer:
         self.should_stop = False
         self.stop_reason: str | None = None
         self.history: list[dict[str, float]] = []
+        self.restored_epochs = 0  # rows of history that came from the checkpoint resumed
         self.logged_metrics: dict[str, float] = {}
         self.validated = False  # whether the current epoch ran the validation loop
         self.grad_norm: torch.Tensor | None = None  # last step's norm when clipping, else None
@@ -338,6 +341,7 @@ class Trainer:
         self.current_epoch = self._epochs_completed = int(ckpt["epoch"])
         self.global_step = int(ckpt["global_step"])
         self.history = [dict(row) for row in ckpt["history"]]
+        self.restored_epochs = len(self.history)
         self.logged_metrics = self.history[-1] if self.history else {}
         self.should_stop = bool(ckpt["should_stop"])
         self.stop_reason = ckpt["stop_reason"]
