@@ -11,7 +11,7 @@ from tamper import flip_a_tensor_byte
 
 from snakevi._constants import MODEL_FORMAT_VERSION
 from snakevi.data import simulate
-from snakevi.model import SCVI, ModelFileError
+from snakevi.model import SCANVI, SCVI, ModelFileError
 from snakevi.model.bundle import read_bundle
 
 
@@ -85,3 +85,15 @@ def test_a_bundle_of_format_version_2_without_its_digest_is_refused(saved, tmp_p
     with pytest.raises(ModelFileError, match=r"model.json has no SHA-256 for model.pt"):
         SCVI.load(bundle, adata)
     SCVI.load(bundle, adata, verify=False)
+
+
+def test_scanvi_load_checks_the_digest_too(tmp_path):
+    adata = simulate(n_cells=60, n_genes=20, n_batches=2, n_groups=2, seed=2)
+    adata.obs["lab"] = adata.obs["label"].cat.add_categories("Unknown")
+    adata.obs.loc[adata.obs_names[::3], "lab"] = "Unknown"
+    SCANVI.setup_anndata(adata, labels_key="lab", unlabeled_category="Unknown", batch_key="batch")
+    SCANVI(adata, n_hidden=8, n_latent=2).save(tmp_path / "m")
+    flip_a_tensor_byte(tmp_path / "m" / "model.pt")
+    with pytest.raises(ModelFileError, match="does not match the SHA-256"):
+        SCANVI.load(tmp_path / "m", adata)
+    assert SCANVI.load(tmp_path / "m", adata, verify=False).module is not None
