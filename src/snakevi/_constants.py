@@ -27,8 +27,9 @@ ADATA_UNS_REGISTRY_KEY = "_snakevi_registry"
 #: Version of the registry JSON document; bump on any incompatible change.
 REGISTRY_FORMAT_VERSION = 1
 
-#: Version of the saved model bundle (``model.pt`` + ``model.json``).
-MODEL_FORMAT_VERSION = 1
+#: Version of the saved model bundle (``model.pt`` + ``model.json``). 2: ``model.json`` records
+#: the SHA-256 of ``model.pt`` (version 1 bundles, without it, still load).
+MODEL_FORMAT_VERSION = 2
 
 #: Version of the training checkpoint dict written by ``ModelCheckpoint``.
 CHECKPOINT_FORMAT_VERSION = 1

@@ -85,7 +85,9 @@ def test_model_checkpoint_writes_last_and_best_loadable_with_weights_only(tmp_pa
     assert set(last["rng"]) >= {"torch", "numpy", "python"}
     assert last["callbacks"]["ModelCheckpoint"]["best_score"] == 1.0
     assert torch.equal(last["module"]["decoder.weight"], trainer.plan.module.decoder.weight.detach())
-    assert sorted(p.name for p in (tmp_path / "ckpts").iterdir()) == ["best.ckpt", "last.ckpt"]  # no temp files left
+    # No temp files left; each checkpoint has its SHA-256 beside it.
+    assert sorted(p.name for p in (tmp_path / "ckpts").iterdir()) == [
+        "best.ckpt", "best.ckpt.sha256.json", "last.ckpt", "last.ckpt.sha256.json"]
 
 
 def test_every_n_epochs_and_the_final_save(tmp_path):

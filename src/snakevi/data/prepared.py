@@ -29,12 +29,14 @@ import scipy.sparse as sp
 
 from snakevi.data.celldata import CellData
 from snakevi._atomic import atomic_path
+from snakevi._safe_load import load_npy
 from snakevi.data.validation import RegistrationError
 
 #: Version of the prepared folder layout; bump on any incompatible change.
 PREPARED_FORMAT_VERSION = 1
 LOADER_FILE = "loader.json"
 SPLIT_NAMES = ("train", "validation", "test")
+_RERUN = "Run the prepare step again."
 
 
 def registry_sha256(registry: dict) -> str:
@@ -171,7 +173,7 @@ def read_split(prepared_dir: str | os.PathLike) -> list[np.ndarray]:
         path = folder / f"split_{name}.npy"
         if not path.is_file():
             raise RegistrationError(f"{path} not found; run the prepare step again.")
-        out.append(np.load(path, allow_pickle=False).astype(np.int64, copy=False))
+        out.append(load_npy(path, fix=_RERUN).astype(np.int64, copy=False))
     return out
 
 
@@ -202,7 +204,7 @@ def load_prepared(prepared_dir: str | os.PathLike, registry: dict, *, mmap: bool
         path = folder / name
         if not path.is_file():
             raise RegistrationError(f"{path} not found: the prepared folder is incomplete; run prepare again.")
-        return np.load(path, mmap_mode=mode, allow_pickle=False)
+        return load_npy(path, mmap_mode=mode, fix=_RERUN)
 
     data, indices, indptr = load("X_data.npy"), load("X_indices.npy"), load("X_indptr.npy")
     shape = (int(spec["n_obs"]), int(spec["n_vars"]))

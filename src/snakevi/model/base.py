@@ -358,18 +358,20 @@ class BaseModelClass:
         adata: AnnData | CellData,
         *,
         accelerator: str = "cpu",
+        verify: bool = True,
     ) -> BaseModelClass:
         """Load a model saved with :meth:`save` for the data ``adata``.
 
         ``adata`` must have the model's genes in the same order and only categories the
         model knows (batch, labels, categorical covariates); otherwise a ``ValueError`` says
         which genes or categories differ. It need not have been registered: the saved setup
-        is applied to it.
+        is applied to it. ``model.pt`` must be the file that was saved (its SHA-256 is in
+        ``model.json``); ``verify=False`` loads weights that were edited on purpose.
         """
         from snakevi.data import CellData, transfer_setup
         from snakevi.train.device import resolve_device
 
-        state_dict, meta = bundle.read_bundle(dir_path)
+        state_dict, meta = bundle.read_bundle(dir_path, verify=verify)
         if meta.get("model_name") != cls.__name__:
             raise bundle.ModelFileError(
                 f"{dir_path} holds a {meta.get('model_name')} model; load it with "

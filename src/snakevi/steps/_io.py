@@ -16,6 +16,7 @@ from typing import Iterator
 import numpy as np
 
 from snakevi._atomic import atomic_path, write_text_atomic  # noqa: F401 - re-exported for the steps
+from snakevi._safe_load import load_npy
 
 
 class StepError(ValueError):
@@ -161,8 +162,8 @@ def read_latent(path: str | os.PathLike, n_obs: int | None = None) -> np.ndarray
     """The train step's ``latent.npy`` (cells x dims, float32), checked against ``n_obs`` cells."""
     p = check_input_file(path, "latent representation")
     try:
-        Z = np.load(p, allow_pickle=False)
-    except (OSError, ValueError) as err:
+        Z = load_npy(p, fix="Rerun the train step.")
+    except OSError as err:
         raise StepError(f"Could not read the latent representation {str(p)!r} ({err}); rerun the train step.") from err
     if Z.ndim != 2 or not np.issubdtype(Z.dtype, np.floating):
         raise StepError(f"{str(p)!r} holds a {Z.dtype} array of shape {Z.shape}, not cells x dims floats; "

@@ -36,7 +36,7 @@ import torch
 from snakevi._constants import CHECKPOINT_FORMAT_VERSION
 from snakevi.train.callbacks.nan_guard import NaNGuard
 from snakevi.train.callbacks.progress import ProgressBar
-from snakevi.train.checkpoint_io import atomic_torch_save, check_module_state, load_checkpoint
+from snakevi.train.checkpoint_io import check_module_state, load_checkpoint, verify_checkpoint, write_checkpoint
 from snakevi.train.device import move_batch, resolve_device
 from snakevi.train.reproducibility import deterministic_algorithms, get_rng_states, seed_everything, set_rng_states
 
@@ -302,12 +302,13 @@ class Trainer:
         }
 
     def save_checkpoint(self, path: str | os.PathLike) -> None:
-        """Write :meth:`checkpoint_state` to ``path`` atomically (temporary file + ``os.replace``)."""
-        atomic_torch_save(self.checkpoint_state(), path)
+        """Write :meth:`checkpoint_state` to ``path`` atomically, with its SHA-256 beside it."""
+        write_checkpoint(self.checkpoint_state(), path)
 
     def _restore(self, path, plan) -> None:
-        ckpt = load_checkpoint(path)
+        ckpt = load_checkpoint(path, verify=False)
         check_module_state(path, ckpt["module"], plan.module.state_dict())
+        verify_checkpoint(path)  # after the shapes: a checkpoint of another run is named as such
         plan.module.load_state_dict(ckpt["module"])
         if (ckpt["scheduler"] is None) != (self.scheduler is None):
             raise ValueError(

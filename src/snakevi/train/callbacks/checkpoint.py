@@ -8,13 +8,14 @@ from pathlib import Path
 from typing import Any
 
 from snakevi.train.callbacks.tracker import MonitorCallback
-from snakevi.train.checkpoint_io import atomic_torch_save
+from snakevi.train.checkpoint_io import write_checkpoint
 
 
 class ModelCheckpoint(MonitorCallback):
     """Write the trainer's full state to ``dirpath/last.ckpt`` and ``dirpath/best.ckpt``.
 
-    Files are written atomically (temporary file + ``os.replace``) and hold the dict of
+    Files are written atomically (temporary file + ``os.replace``), each with its SHA-256 in
+    ``<name>.sha256.json`` beside it (checked on resume), and hold the dict of
     :meth:`snakevi.train.Trainer.checkpoint_state`, loadable with ``torch.load(weights_only=True)``
     and by ``Trainer.fit(..., ckpt_path=...)``. Runs after the other callbacks (``runs_last``) so
     the file includes the whole epoch (early-stopping decision, metrics logged by callbacks).
@@ -103,9 +104,9 @@ class ModelCheckpoint(MonitorCallback):
         # Taken after updating our own fields, so each file remembers the best score it knows.
         state = trainer.checkpoint_state()
         if improved:
-            atomic_torch_save(state, self.best_model_path)
+            write_checkpoint(state, self.best_model_path)
         if self.save_last:
-            atomic_torch_save(state, self.last_model_path)
+            write_checkpoint(state, self.last_model_path)
         self._last_save_time = time.monotonic()
 
     def on_fit_end(self, trainer, plan) -> None:
@@ -114,7 +115,7 @@ class ModelCheckpoint(MonitorCallback):
         if self._last_saved_epoch != trainer.history[-1]["epoch"]:
             self._last_saved_epoch = trainer.history[-1]["epoch"]
             self.last_model_path = str(self.dirpath / "last.ckpt")
-            atomic_torch_save(trainer.checkpoint_state(), self.last_model_path)
+            write_checkpoint(trainer.checkpoint_state(), self.last_model_path)
 
     def state_dict(self) -> dict[str, Any]:
         # Paths are not saved: they follow this callback's dirpath, so a moved folder still resumes.

@@ -1,0 +1,42 @@
+"""SHA-256 digests of the weight and checkpoint files snakevi writes.
+
+A digest is taken from the bytes as they go to disk (:class:`HashingWriter`), never from a
+re-serialisation, and checked by reading the file back in 1 MiB chunks (:func:`sha256_file`),
+so a file changed by one byte after it was written is told apart from the one snakevi wrote.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from typing import BinaryIO
+
+_CHUNK = 1 << 20
+
+
+class HashingWriter:
+    """A binary file wrapper that hashes every byte written through it (``torch.save(obj, writer)``)."""
+
+    def __init__(self, fh: BinaryIO) -> None:
+        self._fh = fh
+        self._hash = hashlib.sha256()
+
+    def write(self, data) -> int:
+        self._hash.update(data)
+        return self._fh.write(data)
+
+    def flush(self) -> None:
+        self._fh.flush()
+
+    def hexdigest(self) -> str:
+        """SHA-256 (hex) of everything written so far."""
+        return self._hash.hexdigest()
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """SHA-256 (hex) of the file at ``path``, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
