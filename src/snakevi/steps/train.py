@@ -246,12 +246,13 @@ def train(
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else Path(model_out).parent / "checkpoints"
     ckpt_path = _resume_path(ckpt_dir, run_fp)
     created = not ckpt_dir.exists()
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(ckpt_dir / FINGERPRINT_FILE, {"fingerprint": run_fp, "model_params": model_params,
-                                                   "train_params": train_params, "seed": int(seed)})
     if ckpt_path is not None:
         log.info("resuming from %s", ckpt_path)
     try:
+        # Inside the try: a full disk refusing the fingerprint leaves no empty folder behind either.
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(ckpt_dir / FINGERPRINT_FILE, {"fingerprint": run_fp, "model_params": model_params,
+                                                       "train_params": train_params, "seed": int(seed)})
         model, stopper = _fit(lambda: _build_scvi(data, seed, model_params), split, spec, ckpt_dir, ckpt_path,
                               train_kwargs, plan_kwargs, seed, accelerator, enable_progress_bar,
                               checkpoint_every_seconds)
