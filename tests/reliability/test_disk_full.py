@@ -233,9 +233,11 @@ def test_stale_temporaries_of_a_killed_run_are_removed_by_the_next_run(ctx, tmp_
     live.write_bytes(b"in progress")
     other = tmp_path / ".embedding.h5ad.backup"  # not a temporary of ours: kept
     other.write_bytes(b"mine")
+    sibling = tmp_path / ".embedding.h5ad.gz.k2j3_x9q.tmp"  # one of another output (embedding.h5ad.gz): kept
+    sibling.write_bytes(b"theirs")
     proc = snakevi("export", "--model", ctx.model, "--input", ctx.h5ad, "--latent", ctx.latent, "--output", out)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([out.name, live.name, other.name])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([out.name, live.name, other.name, sibling.name])
 
 
 def test_no_space_inside_an_hdf5_write_is_translated_and_does_not_crash(can_mount, tmp_path):
