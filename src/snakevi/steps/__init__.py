@@ -13,13 +13,15 @@ The same functions run behind the Snakemake rules (``scripts/*.py``), the ``snak
 
 Each writes its outputs atomically (temporary path, then rename) and raises
 :class:`StepError` (a ``ValueError``) with the file, key or value and the fix when its inputs
-are unusable. Importing this package (what a step script does first) loads numpy only: torch,
-anndata, pandas, scipy and matplotlib are imported inside the steps, when they run.
+are unusable, or :class:`DiskFullError` (also a ``ValueError``) naming the folder and about how
+much space a write needed when its filesystem has no room left. Importing this package (what a
+step script does first) loads numpy only: torch, anndata, pandas, scipy and matplotlib are
+imported inside the steps, when they run.
 """
 
 from __future__ import annotations
 
-from snakevi.steps._io import StepError
+from snakevi.steps._io import DiskFullError, StepError
 from snakevi.steps.export import export
 from snakevi.steps.integration import integration
 from snakevi.steps.prepare import prepare
@@ -28,5 +30,5 @@ from snakevi.steps.report import report, summarize
 from snakevi.steps.simulate import simulate_dataset
 from snakevi.steps.train import train
 
-__all__ = ["StepError", "export", "integration", "prepare", "register", "report", "simulate_dataset", "summarize",
-           "train"]
+__all__ = ["DiskFullError", "StepError", "export", "integration", "prepare", "register", "report",
+           "simulate_dataset", "summarize", "train"]

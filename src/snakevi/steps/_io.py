@@ -1,7 +1,8 @@
 """Helpers shared by the steps: clear errors, atomic writes, reading h5ad files safely.
 
 Every output of a step is written to a temporary sibling and renamed into place, so a crash
-(or a kill) never leaves a half-written file that looks complete.
+(or a kill) never leaves a half-written file that looks complete; a write that cannot fit raises
+:class:`DiskFullError` (refused up front where the size is known).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Iterator
 
 import numpy as np
 
-from snakevi._atomic import atomic_path, write_text_atomic  # noqa: F401 - re-exported for the steps
+from snakevi._atomic import DiskFullError, atomic_path, write_text_atomic  # noqa: F401 - re-exported for the steps
 from snakevi._safe_load import load_npy
 
 
@@ -139,9 +140,31 @@ def open_h5ad_group(path: str | os.PathLike) -> Iterator:
         fh.close()
 
 
+def h5ad_bytes(adata) -> int:
+    """About the size of ``adata`` written as .h5ad (uncompressed, anndata's default): its arrays.
+
+    ``X``, layers, ``obsm``/``varm``/``obsp``/``varp`` as stored; ``obs``/``var`` are left out, so
+    the figure is a lower bound and a write is never refused for room it would not need.
+    """
+    def nbytes(m) -> int:
+        if hasattr(m, "indptr"):  # scipy sparse
+            return int(m.data.nbytes + m.indices.nbytes + m.indptr.nbytes)
+        return int(getattr(m, "nbytes", 0) or 0)
+
+    arrays = [adata.X] if adata.X is not None else []
+    for mapping in (adata.layers, adata.obsm, adata.varm, adata.obsp, adata.varp):
+        arrays.extend(mapping.values())
+    return sum(nbytes(m) for m in arrays)
+
+
 def write_h5ad_atomic(adata, path: str | os.PathLike) -> None:
-    """``adata.write_h5ad`` to a temporary file beside ``path``, then rename."""
-    with atomic_path(path) as tmp:
+    """``adata.write_h5ad`` to a temporary file beside ``path``, then rename.
+
+    Refused with :class:`DiskFullError` before anything is written when the filesystem has less
+    room than the arrays take: HDF5 running out of space in the middle of a write leaves the
+    process to crash at exit (SIGSEGV) after the error.
+    """
+    with atomic_path(path, needed_bytes=h5ad_bytes(adata)) as tmp:
         # anndata picks the format from the suffix, so the temporary name keeps ".h5ad".
         staged = tmp.with_name(tmp.name + ".h5ad")
         try:
@@ -152,8 +175,8 @@ def write_h5ad_atomic(adata, path: str | os.PathLike) -> None:
 
 
 def write_npy_atomic(path: str | os.PathLike, array: np.ndarray) -> None:
-    """``np.save`` to a temporary file beside ``path``, then rename."""
-    with atomic_path(path) as tmp:
+    """``np.save`` to a temporary file beside ``path``, then rename (refused up front if it cannot fit)."""
+    with atomic_path(path, needed_bytes=np.asarray(array).nbytes + 128) as tmp:
         with open(tmp, "wb") as fh:
             np.save(fh, np.ascontiguousarray(array), allow_pickle=False)
 

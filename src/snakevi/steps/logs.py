@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import logging
 import os
 import sys
@@ -26,6 +27,12 @@ def step_logging(log_file: str | os.PathLike | None = None, *, step: str = "snak
     for h in handlers:
         h.setFormatter(fmt)
         logger.addHandler(h)
+    # A crash in native code (HDF5, torch) kills the process before Python can log anything:
+    # then the log at least holds the Python stack of where it happened.
+    file_handler = handlers[-1] if log_file is not None else None
+    crash_report = faulthandler.is_enabled()
+    if file_handler is not None:
+        faulthandler.enable(file=file_handler.stream)
     old_level = logger.level
     logger.setLevel(logging.INFO)
     logging.captureWarnings(True)
@@ -42,6 +49,11 @@ def step_logging(log_file: str | os.PathLike | None = None, *, step: str = "snak
         logger.error("%s failed: %s: %s", step, type(err).__name__, err, exc_info=not expected)
         raise
     finally:
+        if file_handler is not None:
+            faulthandler.disable()
+            if crash_report:  # back to stderr, where a test runner's or `python -X faulthandler` had it
+                with contextlib.suppress(Exception):
+                    faulthandler.enable()
         logging.captureWarnings(False)
         for h in handlers:
             logger.removeHandler(h)

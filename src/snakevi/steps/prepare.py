@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from snakevi._atomic import make_room
 from snakevi.steps._io import StepError, open_h5ad_group
 
 if TYPE_CHECKING:
@@ -95,10 +96,28 @@ def prepare(
                              "shuffle_set_split": bool(shuffle_set_split), "seed": int(seed)},
             "split_sizes": {k: int(v.size) for k, v in split.items()},
         }
+        make_room(out_dir, _prepared_bytes(fh, layer, len(genes), len(var_names), len(obs), codes))
         write_prepared(out_dir, chunks, codes, registry, split=split, spec=spec)
     log.info("prepared %d cells x %d genes -> %s (train %d, validation %d, test %d)", len(obs), len(genes),
              out_dir, splitter.train_idx.size, splitter.val_idx.size, splitter.test_idx.size)
     return spec
+
+
+def _prepared_bytes(fh, layer, n_genes: int, n_file_genes: int, n_obs: int, codes: dict) -> int | None:
+    """About the peak room the prepared folder takes while written; None if unknown (dense counts).
+
+    ``write_prepared`` appends the CSR pieces to raw files (float32 values, int64 indices and
+    row pointers), then converts them one by one into ``.npy`` files: the peak is the values'
+    ``.npy`` plus the raw and final indices, ``nnz * (4 + 8 + 8)`` bytes at most. The stored
+    entries of a gene subset are taken as proportional to its share of the file's genes.
+    """
+    import h5py
+
+    elem = fh.get("X" if layer is None else f"layers/{layer}")
+    if not isinstance(elem, h5py.Group) or "data" not in elem:
+        return None
+    nnz = elem["data"].shape[0] * n_genes / max(n_file_genes, 1)
+    return int(nnz * 20 + 8 * (n_obs + 1) * 3 + sum(a.nbytes for a in codes.values()))
 
 
 def _read_obs_var(fh, source) -> tuple[pd.DataFrame, pd.Index]:

@@ -11,7 +11,9 @@ kept, and the step exits with an error saying to rerun. A non-finite loss or gra
 training with an error naming the epoch, step and metric; the last checkpoint (of a good epoch)
 stays. Checkpoints are spaced ``checkpoint_every_seconds`` apart (each epoch when epochs are
 longer), and the last epoch is always saved. A run that fails before its first checkpoint
-leaves no checkpoint folder behind.
+leaves no checkpoint folder behind. A train job holds an exclusive lock on its checkpoint folder
+(``.<folder>.lock`` beside it; see :mod:`snakevi.steps._lock`): a second trainer on the same
+folder stops at once, naming the first, and changes nothing.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from pathlib import Path
 
 from snakevi._constants import DEFAULT_CHECKPOINT_SECONDS
 from snakevi.steps._io import StepError, fingerprint, write_json_atomic, write_npy_atomic, write_text_atomic
+from snakevi.steps._lock import hold_checkpoint_folder
 
 log = logging.getLogger(__name__)
 
@@ -246,45 +249,49 @@ def train(
     run_fp = fingerprint(spec["registry_sha256"], spec["loader"], spec.get("split_sizes"), model_params,
                          train_params, int(seed), model_class)
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else Path(model_out).parent / "checkpoints"
-    ckpt_path = _resume_path(ckpt_dir, run_fp)
-    created = not ckpt_dir.exists()
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(ckpt_dir / FINGERPRINT_FILE, {"fingerprint": run_fp, "model_params": model_params,
-                                                   "train_params": train_params, "seed": int(seed)})
-    if ckpt_path is not None:
-        log.info("resuming from %s", ckpt_path)
-    try:
-        model, stopper = _fit(lambda: _build_scvi(data, seed, model_params), split, spec, ckpt_dir, ckpt_path,
-                              train_kwargs, plan_kwargs, seed, accelerator, enable_progress_bar,
-                              checkpoint_every_seconds)
-        history = _phase_history(model, "scvi" if model_class == "scanvi" else None)
-        if model_class == "scanvi" and stopper.signal_name is None:
-            model, stopper = _fit_scanvi(model, split, spec, ckpt_dir / SCANVI_CHECKPOINTS, run_fp, train_params,
-                                         seed, accelerator, enable_progress_bar, checkpoint_every_seconds)
-            history = history + _phase_history(model, "scanvi")
-    except BaseException as err:
-        if created and not (ckpt_dir / LAST_CKPT).exists():
-            # No epoch completed: leave no folder behind that looks like a run to resume.
-            shutil.rmtree(ckpt_dir, ignore_errors=True)
-        if isinstance(err, NonFiniteLossError):
-            raise StepError(f"{err} {_kept_checkpoint(ckpt_dir)}") from err
-        raise
-    if stopper.signal_name is not None:
-        raise TrainingInterrupted(
-            f"Training received {stopper.signal_name} and stopped after epoch {len(model.history_records)}; the "
-            f"checkpoint is in {ckpt_dir / LAST_CKPT}. Run the same step again (snakemake: rerun the "
-            "workflow) to resume from it."
-        )
-    model.save(model_out, overwrite=True)
-    write_text_atomic(history_out, _history_csv(history))
-    log.info("trained %d epochs -> %s, %s", len(history), model_out, history_out)
-    if latent_out is not None:
-        import numpy as np
+    # One trainer per checkpoint folder, from before it is looked at (resumed from or moved aside)
+    # until the outputs are written: a second one stops here, naming the first.
+    with hold_checkpoint_folder(ckpt_dir):
+        ckpt_path = _resume_path(ckpt_dir, run_fp)
+        created = not ckpt_dir.exists()
+        if ckpt_path is not None:
+            log.info("resuming from %s", ckpt_path)
+        try:
+            # Inside the try: a full disk refusing the fingerprint leaves no empty folder behind either.
+            ckpt_dir.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(ckpt_dir / FINGERPRINT_FILE, {"fingerprint": run_fp, "model_params": model_params,
+                                                           "train_params": train_params, "seed": int(seed)})
+            model, stopper = _fit(lambda: _build_scvi(data, seed, model_params), split, spec, ckpt_dir, ckpt_path,
+                                  train_kwargs, plan_kwargs, seed, accelerator, enable_progress_bar,
+                                  checkpoint_every_seconds)
+            history = _phase_history(model, "scvi" if model_class == "scanvi" else None)
+            if model_class == "scanvi" and stopper.signal_name is None:
+                model, stopper = _fit_scanvi(model, split, spec, ckpt_dir / SCANVI_CHECKPOINTS, run_fp, train_params,
+                                             seed, accelerator, enable_progress_bar, checkpoint_every_seconds)
+                history = history + _phase_history(model, "scanvi")
+        except BaseException as err:
+            if created and not (ckpt_dir / LAST_CKPT).exists():
+                # No epoch completed: leave no folder behind that looks like a run to resume.
+                shutil.rmtree(ckpt_dir, ignore_errors=True)
+            if isinstance(err, NonFiniteLossError):
+                raise StepError(f"{err} {_kept_checkpoint(ckpt_dir)}") from err
+            raise
+        if stopper.signal_name is not None:
+            raise TrainingInterrupted(
+                f"Training received {stopper.signal_name} and stopped after epoch {len(model.history_records)}; the "
+                f"checkpoint is in {ckpt_dir / LAST_CKPT}. Run the same step again (snakemake: rerun the "
+                "workflow) to resume from it."
+            )
+        model.save(model_out, overwrite=True)
+        write_text_atomic(history_out, _history_csv(history))
+        log.info("trained %d epochs -> %s, %s", len(history), model_out, history_out)
+        if latent_out is not None:
+            import numpy as np
 
-        latent = np.asarray(model.get_latent_representation(batch_size=1024), dtype=np.float32)
-        write_npy_atomic(latent_out, latent)
-        log.info("latent representation (%d cells x %d dims) -> %s", *latent.shape, latent_out)
-    return model
+            latent = np.asarray(model.get_latent_representation(batch_size=1024), dtype=np.float32)
+            write_npy_atomic(latent_out, latent)
+            log.info("latent representation (%d cells x %d dims) -> %s", *latent.shape, latent_out)
+        return model
 
 
 def _kept_checkpoint(ckpt_dir: Path) -> str:
