@@ -40,7 +40,7 @@ def register(
         whose label is unknown, for scANVI; it becomes the last label category).
     n_top_genes
         Keep only this many highly variable genes, chosen on the counts per batch
-        (see :mod:`snakevi.steps.hvg`); ``None`` keeps every gene. The choice is recorded in the
+        (see :mod:`snakevi.data.hvg`); ``None`` keeps every gene. The choice is recorded in the
         registry under ``"gene_selection"`` and its genes are the registry's ``var_names``.
     model_name
         Model the data is set up for.
@@ -93,7 +93,7 @@ def register(
 def _select_genes(adata, n_top_genes: int, layer, batch_key, source):
     """Subset ``adata`` to its ``n_top_genes`` highly variable genes (original gene order)."""
     from snakevi.data.counts import get_count_matrix
-    from snakevi.steps.hvg import highly_variable_genes
+    from snakevi.data.hvg import highly_variable_genes
 
     if n_top_genes < 1 or n_top_genes > adata.n_vars:
         raise StepError(

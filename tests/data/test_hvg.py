@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from snakevi.steps.hvg import highly_variable_genes, loess_quadratic, normalized_variance
+from snakevi.data.hvg import highly_variable_genes, loess_quadratic, normalized_variance
 
 
 def test_loess_reproduces_a_quadratic_exactly():
