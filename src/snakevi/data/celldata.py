@@ -14,7 +14,8 @@ import scipy.sparse as sp
 
 from snakevi._constants import REGISTRY_KEYS
 from snakevi.data.counts import get_count_matrix
-from snakevi.data.registry import check_same_genes, check_registry_format, get_registry
+from snakevi.data.compatibility import check_compatible
+from snakevi.data.registry import check_registry_format, get_registry
 from snakevi.data.validation import RegistrationError, check_obs_key, examples
 
 K = REGISTRY_KEYS
@@ -145,7 +146,8 @@ class CellData:
         Parameters
         ----------
         adata
-            The data. Its genes must be the registry's, in the same order.
+            The data. It must fit the registry (:func:`~snakevi.data.compatibility.check_compatible`):
+            the registry's genes in the same order, its columns, only categories it knows.
         registry
             Defaults to the one :func:`setup_anndata` stored on ``adata``. The counts are not
             re-scanned here (``setup_anndata``/``transfer_setup`` did that); names, categories
@@ -154,7 +156,7 @@ class CellData:
         registry = get_registry(adata) if registry is None else registry
         check_registry_format(registry, "the registry")
         fields = registry["fields"]
-        check_same_genes(adata, fields[K.X_KEY]["column_names"])
+        check_compatible(registry, adata)
         X = get_count_matrix(adata, fields[K.X_KEY]["attr_key"])
         obs = {
             K.BATCH_KEY: _encode(adata, fields[K.BATCH_KEY]["original_key"],

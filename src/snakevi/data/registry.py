@@ -34,6 +34,7 @@ from pathlib import Path
 from snakevi._atomic import write_text_atomic
 from snakevi._constants import ADATA_UNS_REGISTRY_KEY, REGISTRY_FORMAT_VERSION, REGISTRY_KEYS
 from snakevi.data import validation as v
+from snakevi.data.compatibility import check_compatible, registry_unlabeled_category, unseen_values
 from snakevi.data.counts import scan_counts
 from snakevi.data.validation import RegistrationError, examples
 
@@ -141,7 +142,7 @@ def transfer_setup(
         The new registry, also stored in ``adata.uns["_snakevi_registry"]``.
     """
     check_registry_format(registry, "the given registry")
-    check_same_genes(adata, registry["fields"][REGISTRY_KEYS.X_KEY]["column_names"])
+    check_compatible(registry, adata, new_categories=extend_categories, query=allow_missing_labels)
     if allow_missing_labels:
         _labels_for_query(adata, registry)
     new = _build_registry(
@@ -226,7 +227,7 @@ def _build_registry(adata, setup_args: dict, model_name: str, source: dict | Non
         if source is None:
             return cats
         known = src[field]["categorical_mapping"] if cov_key is None else src[field]["mappings"][cov_key]
-        return _transfer_mapping(adata, key, role, list(known), cats, extend_categories)
+        return _transfer_mapping(adata, key, list(known), extend_categories)
 
     batch_key, labels_key = setup_args["batch_key"], setup_args["labels_key"]
     batch_map = mapping(batch_key, "batch_key", K.BATCH_KEY)
@@ -238,8 +239,8 @@ def _build_registry(adata, setup_args: dict, model_name: str, source: dict | Non
     else:
         # As scvi-tools: query labels never extend the mapping (the unlabelled code stays last).
         known = list(src[K.LABELS_KEY]["categorical_mapping"])
-        labels_map = _transfer_mapping(adata, labels_key, "labels_key", known,
-                                       v.categorical_mapping(adata, labels_key, "labels_key", warn_small=False), False)
+        v.categorical_mapping(adata, labels_key, "labels_key", warn_small=False)  # validates the column
+        labels_map = _transfer_mapping(adata, labels_key, known, False)
     sf_key = setup_args["size_factor_key"]
     if sf_key is not None:
         v.numeric_column(adata, sf_key, "size_factor_key", positive=True)
@@ -321,40 +322,13 @@ def _unlabeled_last(mapping: list, unlabeled) -> list:
     return mapping
 
 
-def _transfer_mapping(adata, key, role, known: list, cats: list, extend: bool) -> list:
-    """The registry's mapping for ``key``, refusing (or appending) categories it does not know."""
-    unseen = _unseen_values(adata.obs[key], known, cats)
-    if not unseen:
-        return known
-    if extend:
-        return known + unseen
-    raise RegistrationError(
-        f"adata.obs[{key!r}] ({role}) has {len(unseen)} categor{'y' if len(unseen) == 1 else 'ies'} "
-        f"the model was not set up with: {examples(unseen)}. Known categories: {examples(known, n=10)}. "
-        "Rename them to known categories, drop those cells, or pass extend_categories=True "
-        "(the model then needs to learn the new categories, e.g. scArches-style fine-tuning)."
-    )
+def _transfer_mapping(adata, key, known: list, extend: bool) -> list:
+    """The registry's mapping for ``key``, with the unseen categories appended when ``extend``.
 
-
-def _unseen_values(column, known: list, cats: list | None = None) -> list:
-    """Values of ``column`` not in ``known``, sorted as scvi-tools appends them (``np.unique``)."""
-    # Only values present in cells count: a categorical column may carry unused categories.
-    observed = column.dropna().unique().tolist()
-    known_set = set(known)
-    unseen = list(dict.fromkeys(c for c in observed if c not in known_set))
-    try:
-        return sorted(unseen)
-    except TypeError:  # mixed types cannot be sorted: keep the column's category order
-        order = {c: i for i, c in enumerate(cats or observed)}
-        return sorted(unseen, key=lambda c: order.get(c, len(order)))
-
-
-def registry_unlabeled_category(registry: dict):
-    """The registry's unlabeled category (SCANVI's ``unlabeled_category``), or ``None``."""
-    labels = registry["fields"].get(REGISTRY_KEYS.LABELS_KEY, {})
-    if labels.get("unlabeled_category") is not None:
-        return labels["unlabeled_category"]
-    return (registry.get("setup_args") or {}).get("unlabeled_category")
+    :func:`~snakevi.data.compatibility.check_compatible` has refused unseen categories that
+    may not be appended; values outside the mapping cannot be encoded (``CellData`` refuses them).
+    """
+    return known + unseen_values(adata.obs[key], known) if extend else known
 
 
 def _labels_for_query(adata, registry: dict) -> None:
@@ -381,17 +355,10 @@ def _labels_for_query(adata, registry: dict) -> None:
         adata.obs[key] = pd.Categorical([unlabeled] * adata.n_obs, categories=cats)
         return
     column = adata.obs[key]
-    unseen = _unseen_values(column, known)
-    if not unseen:
-        return
+    unseen = unseen_values(column, known)
+    if not unseen or unlabeled is None:
+        return  # check_compatible refused unknown labels without an unlabeled category to take them
     hit = column.isin(unseen).to_numpy()
-    if unlabeled is None:
-        raise RegistrationError(
-            f"adata.obs[{key!r}] (labels_key) has {int(hit.sum())} cell(s) with {len(unseen)} label(s) the "
-            f"reference model does not know: {examples(unseen)}. Known labels: {examples(known, n=10)}. "
-            "The reference has no unlabeled category to put them in: rename them to known labels, "
-            "drop those cells, or set up the reference without labels_key."
-        )
     warnings.warn(
         f"{int(hit.sum())} cell(s) of adata.obs[{key!r}] have labels the reference does not know "
         f"({examples(unseen)}); they are set to the unlabeled category {unlabeled!r} in adata.obs[{key!r}] "
@@ -404,29 +371,3 @@ def _labels_for_query(adata, registry: dict) -> None:
     present = set(values.tolist())
     cats = [c for c in known if c in present]
     adata.obs[key] = pd.Categorical(values, categories=cats if unlabeled in cats else [*cats, unlabeled])
-
-
-def check_same_genes(adata, names: list[str]) -> None:
-    """Refuse new data whose var_names are not the registry's genes in the registry's order."""
-    new = [str(g) for g in adata.var_names]
-    if new == list(names):
-        return
-    have, want = set(new), set(names)
-    missing = [g for g in names if g not in have]
-    extra = [g for g in new if g not in want]
-    if not missing and not extra:
-        raise RegistrationError(
-            f"The data has the model's {len(names)} genes but in a different order. Reorder them: "
-            "adata = adata[:, registry['fields']['X']['column_names']].copy()."
-        )
-    parts = []
-    if missing:
-        parts.append(f"{len(missing)} of the model's {len(names)} genes are missing (e.g. {examples(missing)})")
-    if extra:
-        parts.append(f"{len(extra)} genes are not the model's (e.g. {examples(extra)})")
-    raise RegistrationError(
-        f"The data's genes differ from the genes the model was set up with: {'; '.join(parts)}. "
-        "Subset the data to the model's genes in the model's order "
-        "(adata[:, registry['fields']['X']['column_names']]); genes it lacks must be added "
-        "(as zero-count columns) first."
-    )

@@ -266,46 +266,25 @@ def _check_query(adata, ref: _Reference, subset_vars: bool, transfer_batch: bool
     (after all checks passed).
     """
     from snakevi.data import CellData
-    from snakevi.data.validation import RegistrationError, examples
-    from snakevi.model.query_genes import check_gene_overlap
+    from snakevi.data.compatibility import check_compatible, unseen_categories
+    from snakevi.data.validation import examples
 
     if isinstance(adata, CellData) or not hasattr(adata, "var_names"):
         raise TypeError(f"load_query_data needs the query as an AnnData, got {type(adata).__name__}.")
-    import pandas as pd  # here, not at the top: training imports no pandas
-
-    ref_names = list(ref.registry["fields"]["X"]["column_names"])
-    query_names = [str(g) for g in adata.var_names]
-    subset = query_names != ref_names
-    if subset:
-        have = set(query_names)
-        missing = [g for g in ref_names if g not in have]
-        if len(missing) == len(ref_names):
-            check_gene_overlap(0, len(ref_names), pd.Index(query_names), pd.Index(ref_names), 0.0)
-        if missing or not subset_vars:
-            extra = len(have - set(ref_names))
-            raise RegistrationError(
-                f"The query's genes are not the reference's {len(ref_names)} genes in the reference's order "
-                f"({len(missing)} missing{', e.g. ' + examples(missing) if missing else ''}; {extra} extra). "
-                "Call prepare_query_anndata(adata, reference) first (it reorders, pads missing genes with "
-                "zeros and drops extra ones)"
-                + ("." if missing else ", or pass inplace_subset_query_vars=True.")
-            )
-    batch_key = ref.registry["fields"]["batch"]["original_key"]
-    if batch_key is not None and batch_key not in adata.obs.columns:
-        raise RegistrationError(
-            f"The query has no adata.obs[{batch_key!r}] column, the reference's batch_key. Give every query cell "
-            f"its batch, e.g. adata.obs[{batch_key!r}] = 'query' for a query from a single batch."
+    check_compatible(ref.registry, adata, genes="superset" if subset_vars else "same", new_categories=True,
+                     query=True, owner="the reference model")
+    new = unseen_categories(ref.registry, adata, "batch")
+    if new and not transfer_batch:
+        batch_key = ref.registry["fields"]["batch"]["original_key"]
+        raise ValueError(
+            f"transfer_batch=False but adata.obs[{batch_key!r}] has batches the reference does not have: "
+            f"{examples(new)}."
         )
-    if batch_key is not None and not transfer_batch:
-        known = set(ref.registry["fields"]["batch"]["categorical_mapping"])
-        new = sorted({str(b) for b in adata.obs[batch_key].dropna().unique() if b not in known})
-        if new:
-            raise ValueError(
-                f"transfer_batch=False but adata.obs[{batch_key!r}] has batches the reference does not have: "
-                f"{examples(new)}."
-            )
-    if subset:
-        adata._inplace_subset_var(pd.Index(query_names).get_indexer(ref_names))
+    ref_names = list(ref.registry["fields"]["X"]["column_names"])
+    if [str(g) for g in adata.var_names] != ref_names:
+        import pandas as pd  # here, not at the top: training imports no pandas
+
+        adata._inplace_subset_var(pd.Index([str(g) for g in adata.var_names]).get_indexer(ref_names))
 
 
 def _device_index(device) -> str | list[int]:

@@ -369,6 +369,7 @@ class BaseModelClass:
         ``model.json``); ``verify=False`` loads weights that were edited on purpose.
         """
         from snakevi.data import CellData, transfer_setup
+        from snakevi.data.compatibility import check_compatible
         from snakevi.train.device import resolve_device
 
         state_dict, meta = bundle.read_bundle(dir_path, verify=verify)
@@ -379,8 +380,7 @@ class BaseModelClass:
             )
         registry = meta["registry"]
         if isinstance(adata, CellData):
-            transfer_registry = adata.registry
-            _check_same_setup(registry, transfer_registry, dir_path)
+            check_compatible(registry, adata, context=f"{dir_path}: ")
             data_arg = adata
         else:
             transfer_setup(adata, registry)
@@ -411,21 +411,6 @@ class BaseModelClass:
             f"{type(self).__name__}({state}; n_obs={s['n_obs']}, n_vars={s['n_vars']}, "
             f"n_batch={s['n_batch']}, n_labels={s['n_labels']}; params={self.init_params})"
         )
-
-
-def _check_same_setup(saved: dict, given: dict, where) -> None:
-    """Refuse CellData whose genes or categories differ from the saved registry."""
-    for field in ("X",):
-        a, b = saved["fields"][field]["column_names"], given["fields"][field]["column_names"]
-        if list(a) != list(b):
-            raise ValueError(f"The data's genes differ from those of the model in {where}; use the same var_names in the same order.")
-    for field in ("batch", "labels"):
-        a = saved["fields"][field]["categorical_mapping"]
-        b = given["fields"][field]["categorical_mapping"]
-        if list(b) != list(a):
-            raise ValueError(
-                f"The data's {field} categories {list(b)[:5]} differ from the model's {list(a)[:5]} ({where})."
-            )
 
 
 def _history_frame(rows: list[dict]) -> pd.DataFrame:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from snakevi.data.compatibility import check_gene_overlap
 from snakevi.data.validation import RegistrationError, examples
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -69,23 +70,6 @@ def pad_query_genes(
         return out
     adata._init_as_actual(out)
     return None
-
-
-def check_gene_overlap(n_found: int, n_ref: int, query_names, ref_names, min_gene_overlap: float) -> None:
-    """Refuse a query with no reference gene, or fewer than ``min_gene_overlap`` of them."""
-    if n_found == 0:
-        raise RegistrationError(
-            f"None of the reference's {n_ref} genes is among the query's {len(query_names)} var_names "
-            f"(reference e.g. {examples(ref_names)}; query e.g. {examples(query_names)}). "
-            "Both must name genes the same way (e.g. both gene symbols or both Ensembl IDs)."
-        )
-    if n_found < min_gene_overlap * n_ref:
-        raise RegistrationError(
-            f"Only {n_found} of the reference's {n_ref} genes ({n_found / n_ref:.1%}) are in the query; "
-            f"at least {min_gene_overlap:.0%} are required (min_gene_overlap={min_gene_overlap}). The missing "
-            "genes would be padded with zeros, which the model reads as no expression. Use a query measured "
-            "on the same genes, or lower min_gene_overlap to map it anyway."
-        )
 
 
 def _select_columns(M, pos: np.ndarray):

@@ -169,6 +169,8 @@ class SCANVI(ArchesMixin, InferenceMixin, BaseModelClass):
             Further :class:`SCANVI` arguments; those the SCVI model already fixed (``n_latent``,
             ``n_hidden``, ...) are ignored with a warning, as in scvi-tools.
         """
+        from snakevi.data.compatibility import check_compatible
+
         if not scvi_model.is_trained:
             raise RuntimeError(
                 "from_scvi_model: the SCVI model has not been trained; call scvi_model.train() first "
@@ -209,7 +211,9 @@ class SCANVI(ArchesMixin, InferenceMixin, BaseModelClass):
         cls.setup_anndata(adata, unlabeled_category=unlabeled_category, **setup_args)
         seed = params.pop("seed", 0)
         model = cls(adata, seed=seed, **params, **scanvi_kwargs)
-        _check_same_data_layout(scvi_model.registry, model.registry)
+        # The SCVI weights mean something only for the same genes, batches and covariates.
+        check_compatible(scvi_model.registry, model.registry, labels=False, owner="the SCVI model",
+                         context="from_scvi_model: ")
         # strict=False: the classifier and the z2 layers are new; shapes must still match.
         model.module.load_state_dict(scvi_model.module.state_dict(), strict=False)
         model.was_pretrained = True
@@ -386,22 +390,6 @@ class SCANVI(ArchesMixin, InferenceMixin, BaseModelClass):
         return mapping[probs.argmax(axis=1)]
 
 
-def _check_same_data_layout(scvi_registry: dict, scanvi_registry: dict) -> None:
-    """The SCVI weights mean something only for the same genes, batches and covariates."""
-    fields_a, fields_b = scvi_registry["fields"], scanvi_registry["fields"]
-    if list(fields_a["X"]["column_names"]) != list(fields_b["X"]["column_names"]):
-        raise ValueError("from_scvi_model: adata has other genes (or another gene order) than the SCVI model.")
-    pairs = [("batch", fields_a["batch"]["categorical_mapping"], fields_b["batch"]["categorical_mapping"])]
-    cats_a, cats_b = fields_a["extra_categorical_covs"]["mappings"], fields_b["extra_categorical_covs"]["mappings"]
-    pairs += [(f"categorical covariate {k!r}", cats_a[k], cats_b.get(k)) for k in cats_a]
-    for what, a, b in pairs:
-        if list(a) != list(b or []):
-            raise ValueError(
-                f"from_scvi_model: adata's {what} categories {list(b or [])[:5]} differ from the SCVI model's "
-                f"{list(a)[:5]}; use the data the SCVI model was trained on (or the same categories)."
-            )
-
-
 __all__ = ["SCANVI"]
 
 
@@ -415,7 +403,7 @@ def _scanvi_celldata(data, unlabeled_category, labels_key, model_name: str):
     import copy
 
     from snakevi.data import CellData
-    from snakevi.data.registry import registry_unlabeled_category
+    from snakevi.data.compatibility import registry_unlabeled_category
 
     registry = copy.deepcopy(data.registry)
     have = registry_unlabeled_category(registry)

@@ -67,22 +67,21 @@ def export(
     """
     import anndata
 
+    from snakevi.data.compatibility import check_compatible
     from snakevi.data.counts import get_count_matrix
     from snakevi.data.validation import RegistrationError
     from snakevi.model.bundle import read_meta
 
-    # The cheap checks (model.json, the dataset's genes) come before torch is even imported.
+    # The cheap checks (model.json, the dataset's genes and categories) come before torch is even imported.
     meta = read_meta(model_dir)
     registry = meta["registry"]
     genes = list(registry["fields"]["X"]["column_names"])
     layer = registry["fields"]["X"]["attr_key"]
     adata = read_h5ad(h5ad)
-    missing = [g for g in genes if g not in set(adata.var_names)]
-    if missing:
-        raise StepError(
-            f"{h5ad} lacks {len(missing)} of the model's genes (e.g. {missing[:5]}); export needs the "
-            "dataset the model was trained on."
-        )
+    try:  # extra genes are dropped below; the rest must be what the model was set up with
+        check_compatible(registry, adata, genes="superset")
+    except RegistrationError as err:
+        raise StepError(f"{h5ad} does not fit the model in {model_dir}: {err}") from err
     if list(adata.var_names) != genes:
         adata = adata[:, genes].copy()
     # Keep the input's layout for the registered genes (counts in X, or in their layer), so the
@@ -94,7 +93,7 @@ def export(
     if latent is not None:
         from snakevi.data.registry import transfer_setup
 
-        try:  # what SCVI.load would check: these cells fit the model's setup (and the registry goes to uns)
+        try:  # what SCVI.load would do: validate the counts and put the model's registry in uns
             transfer_setup(out, registry)
         except RegistrationError as err:
             raise StepError(f"{h5ad} does not fit the model in {model_dir}: {err}") from err

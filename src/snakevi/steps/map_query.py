@@ -73,6 +73,8 @@ def map_query(
     anndata.AnnData
         The query embedding written.
     """
+    from snakevi.data.compatibility import check_compatible
+    from snakevi.data.validation import RegistrationError
     from snakevi.model.bundle import read_meta
 
     params = {"max_epochs": 100, "lr": 1e-3, "weight_decay": 0.0, "batch_size": 128, **(train_params or {})}
@@ -82,12 +84,11 @@ def map_query(
     is_scanvi = name == "SCANVI"
     latent_key = latent_key or ("X_scANVI" if is_scanvi else "X_scVI")
     adata = read_h5ad(query_h5ad)
+    try:  # before torch is imported; the genes are padded to the reference's below
+        check_compatible(registry, adata, genes="skip", new_categories=True, query=True, owner="the reference model")
+    except RegistrationError as err:
+        raise StepError(f"{query_h5ad} cannot be mapped onto {reference_dir}: {err}") from err
     batch_key = registry["setup_args"].get("batch_key")
-    if batch_key is not None and batch_key not in adata.obs.columns:
-        raise StepError(
-            f"{query_h5ad} has no obs[{batch_key!r}], the reference's batch key (obs has "
-            f"{list(adata.obs.columns)[:10]}); add the column naming the query's batches."
-        )
     labels_key = registry["setup_args"].get("labels_key")
     truth = None
     if labels_key is not None and labels_key in adata.obs.columns:
@@ -96,7 +97,6 @@ def map_query(
             adata.obs = adata.obs.drop(columns=labels_key)  # every cell unlabelled; the truth is kept aside
     import torch
 
-    from snakevi.data import RegistrationError
     from snakevi.model import SCANVI, SCVI
     from snakevi.model.arches import prepare_query_anndata
 
