@@ -73,7 +73,8 @@ def test_missing_genes_read_the_same_everywhere(saved, tmp_path):
         "export": lambda: export(path, tmp_path / "fewer.h5ad", tmp_path / "e.h5ad"),
     }.items():
         msg = _message(call)
-        assert "(3 missing, 0 extra): 3 of the model's 20 genes are missing (the data lacks 3 of the model's genes" in msg, site
+        words = "(3 missing, 0 extra): 3 of the model's 20 genes are missing (the data lacks 3 of the model's genes"
+        assert words in msg, site
     query = _message(lambda: SCVI.load_query_data(fewer.copy(), path))
     assert "(3 missing, 0 extra): 3 of the reference model's 20 genes are missing" in query
     assert "prepare_query_anndata" in query

@@ -200,8 +200,10 @@ def _check_column(adata, key, role, known, *, may_grow, query, owner) -> None:
         return
     if key not in adata.obs.columns:
         cols = list(adata.obs.columns)
-        hint = (f"Give every cell its batch, e.g. adata.obs[{key!r}] = 'query' for data from a single batch."
-                if role == "batch_key" else f"Add the column{f' (values {owner} knows: {examples(known)})' if known else ''}.")
+        if role == "batch_key":
+            hint = f"Give every cell its batch, e.g. adata.obs[{key!r}] = 'query' for data from a single batch."
+        else:
+            hint = f"Add the column (values {owner} knows: {examples(known)})." if known else "Add the column."
         raise RegistrationError(
             f"The data has no adata.obs[{key!r}] column, {owner}'s {role.replace('_', ' ')} ({role}); obs has "
             f"{examples(cols, n=10) if cols else 'no columns'}. {hint}"
