@@ -69,6 +69,16 @@ def _json_arg(text: str) -> dict:
     return value
 
 
+#: An option left out is not passed on, so the step's own signature default applies (one place per
+#: default: change it in the library and the command follows).
+STEP_DEFAULT = argparse.SUPPRESS
+
+
+def _given(args, *names: str) -> dict:
+    """The options among ``names`` given on the command line (those left out keep the step's default)."""
+    return {name: getattr(args, name) for name in names if hasattr(args, name)}
+
+
 def _none_or_float(text: str):
     return None if text.lower() in ("none", "null") else float(text)
 
@@ -110,9 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--output", required=True, help="prepared folder to write")
     s.add_argument("--train-size", type=_none_or_float, default=None)
     s.add_argument("--validation-size", type=_none_or_float, default=None)
-    s.add_argument("--batch-size", type=int, default=128)
+    s.add_argument("--batch-size", type=int, default=STEP_DEFAULT,
+                   help="cells per minibatch (left out: the step's default)")
     s.add_argument("--no-shuffle-set-split", dest="shuffle_set_split", action="store_false")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=int, default=STEP_DEFAULT, help="seed of the split (left out: the step's default)")
 
     s = add("train", "train scVI; write the model folder and the history CSV")
     s.add_argument("--prepared", required=True, help="folder from `snakevi prepare`")
@@ -138,10 +149,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--output", required=True, help="embedding .h5ad to write")
     s.add_argument("--latent", default=None,
                    help="latent.npy from `snakevi train --latent` (otherwise computed here from the model)")
-    s.add_argument("--latent-key", default="X_scVI")
-    s.add_argument("--predicted-key", default="C_scANVI", help="obs key of a scANVI model's predicted labels")
+    s.add_argument("--latent-key", default=STEP_DEFAULT,
+                   help="obsm key of the latent space (left out: the step's default)")
+    s.add_argument("--predicted-key", default=STEP_DEFAULT,
+                   help="obs key of a scANVI model's predicted labels (left out: the step's default)")
     s.add_argument("--normalized-layer", default=None, help="also store normalized expression in this layer")
-    s.add_argument("--library-size", type=float, default=1e4)
+    s.add_argument("--library-size", type=float, default=STEP_DEFAULT,
+                   help="scale of the normalized expression (left out: the step's default)")
     s.add_argument("--threads", type=int, default=None)
 
     s = add("report", "plot loss curves and the latent space; write metrics.json")
@@ -153,7 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     _latent_prepared_registry_output(s)
     s.add_argument("--no-metrics", dest="metrics", action="store_false",
                    help="write the files with a note instead of computing the metrics")
-    s.add_argument("--seed", type=int, default=0, help="seed of the metrics' PCA and k-means")
+    s.add_argument("--seed", type=int, default=STEP_DEFAULT,
+                   help="seed of the metrics' PCA and k-means (left out: the step's default)")
 
     s = add("map-query", "map a query .h5ad onto a trained model (scArches); write its model and embedding")
     s.add_argument("--reference", required=True, help="model folder from `snakevi train`")
@@ -163,13 +178,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--output", required=True, help="query embedding .h5ad to write")
     s.add_argument("--summary", default=None, help="summary .json to write")
     s.add_argument("--train-params", type=_json_arg, default={},
-                   help="JSON: max_epochs (100), lr, weight_decay (0), batch_size")
-    s.add_argument("--seed", type=int, default=0)
+                   help="JSON: max_epochs, lr, weight_decay, batch_size (left out: the query training "
+                        "defaults, snakevi.model.arches.QUERY_TRAIN_DEFAULTS, then TrainingPlan's and train()'s)")
+    s.add_argument("--seed", type=int, default=STEP_DEFAULT, help="seed of the new weights, split and minibatches")
     s.add_argument("--use-labels", action="store_true", help="train on the query's own labels where known")
     s.add_argument("--unfrozen", action="store_true", help="train every weight, not only the new batches'")
     s.add_argument("--latent-key", default=None, help="default X_scVI or X_scANVI by the reference")
-    s.add_argument("--predicted-key", default="C_scANVI")
-    s.add_argument("--accelerator", default="auto", choices=["auto", "cpu", "cuda", "gpu", "mps"])
+    s.add_argument("--predicted-key", default=STEP_DEFAULT, help="obs key of a scANVI reference's predicted labels")
+    s.add_argument("--accelerator", default=STEP_DEFAULT, choices=["auto", "cpu", "cuda", "gpu", "mps"],
+                   help="left out: the step's default")
     s.add_argument("--threads", type=int, default=None)
 
     s = add("summarize", "gather runs' metrics.json (and integration.json) into one TSV")
@@ -186,7 +203,8 @@ def _latent_prepared_registry_output(s: argparse.ArgumentParser) -> None:
     s.add_argument("--registry", required=True, help="registry .json")
     s.add_argument("--output", required=True, help="report folder")
     s.add_argument("--run", default="run", help="run name for titles")
-    s.add_argument("--latent-key", default="X_scVI")
+    s.add_argument("--latent-key", default=STEP_DEFAULT,
+                   help="obsm key of the latent space (left out: the step's default)")
 
 
 def _dispatch(args) -> None:
@@ -209,8 +227,8 @@ def _dispatch(args) -> None:
         from snakevi.steps.prepare import prepare
 
         prepare(args.input, args.registry, args.output, train_size=args.train_size,
-                validation_size=args.validation_size, batch_size=args.batch_size,
-                shuffle_set_split=args.shuffle_set_split, seed=args.seed)
+                validation_size=args.validation_size, shuffle_set_split=args.shuffle_set_split,
+                **_given(args, "batch_size", "seed"))
     elif cmd == "train":
         from snakevi.steps.train import train
 
@@ -222,26 +240,25 @@ def _dispatch(args) -> None:
     elif cmd == "export":
         from snakevi.steps.export import export
 
-        export(args.model, args.input, args.output, latent=args.latent, latent_key=args.latent_key,
-               predicted_key=args.predicted_key,
-               normalized_layer=args.normalized_layer, library_size=args.library_size, threads=args.threads)
+        export(args.model, args.input, args.output, latent=args.latent, normalized_layer=args.normalized_layer,
+               threads=args.threads, **_given(args, "latent_key", "predicted_key", "library_size"))
     elif cmd == "report":
         from snakevi.steps.report import report
 
         report(args.history, args.latent, args.prepared, args.registry, args.output, run=args.run,
-               latent_key=args.latent_key)
+               **_given(args, "latent_key"))
     elif cmd == "integration":
         from snakevi.steps.integration import integration
 
         integration(args.latent, args.prepared, args.registry, args.output, run=args.run,
-                    latent_key=args.latent_key, metrics=args.metrics, seed=args.seed)
+                    metrics=args.metrics, **_given(args, "latent_key", "seed"))
     elif cmd == "map-query":
         from snakevi.steps.map_query import map_query
 
         map_query(args.reference, args.input, args.model, args.history, args.output, args.summary,
-                  train_params=args.train_params, seed=args.seed, use_labels=args.use_labels,
-                  unfrozen=args.unfrozen, latent_key=args.latent_key, predicted_key=args.predicted_key,
-                  accelerator=args.accelerator, threads=args.threads)
+                  train_params=args.train_params, use_labels=args.use_labels, unfrozen=args.unfrozen,
+                  latent_key=args.latent_key, threads=args.threads,
+                  **_given(args, "seed", "predicted_key", "accelerator"))
     elif cmd == "summarize":
         from snakevi.steps.report import summarize
 

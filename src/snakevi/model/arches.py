@@ -47,6 +47,13 @@ if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
     from anndata import AnnData
 
+#: How a query model trains when not told otherwise (the map_query step, the workflow's
+#: ``queries.<name>.train``): ``model.train(max_epochs=100, plan_kwargs={"weight_decay": 0.0})``.
+#: Weight decay 0, as scvi-tools' tutorials advise, so Adam does not decay the frozen reference
+#: columns of the partly trainable layers. ``lr`` and ``batch_size`` are those of the training
+#: plan and of ``train()``.
+QUERY_TRAIN_DEFAULTS = {"max_epochs": 100, "weight_decay": 0.0}
+
 
 @dataclass
 class _Reference:
@@ -296,4 +303,4 @@ def _device_index(device) -> str | list[int]:
     raise ValueError(f"device={device!r}: pass 'auto' or a device index such as 0 or 1.")
 
 
-__all__ = ["ArchesMixin", "prepare_query_anndata"]
+__all__ = ["QUERY_TRAIN_DEFAULTS", "ArchesMixin", "prepare_query_anndata"]

@@ -52,8 +52,10 @@ def map_query(
         Query model folder, its training history (CSV), the query embedding (.h5ad) and a
         JSON summary (optional).
     train_params
-        ``max_epochs`` (100), ``lr`` (1e-3), ``weight_decay`` (0.0: scvi-tools' advice for
-        query training, so the frozen weights are not decayed) and ``batch_size`` (128).
+        ``max_epochs``, ``lr``, ``weight_decay`` and ``batch_size``. Left out: ``max_epochs`` and
+        ``weight_decay`` of :data:`snakevi.model.arches.QUERY_TRAIN_DEFAULTS` (weight decay 0 is
+        scvi-tools' advice for query training, so the frozen weights are not decayed), ``lr`` of
+        the training plan and ``batch_size`` of ``train()``.
     seed
         Seed of the new weights, the split and the minibatch order.
     use_labels
@@ -77,7 +79,6 @@ def map_query(
     from snakevi.data.validation import RegistrationError
     from snakevi.model.bundle import read_meta
 
-    params = {"max_epochs": 100, "lr": 1e-3, "weight_decay": 0.0, "batch_size": 128, **(train_params or {})}
     meta = read_meta(reference_dir)
     name = meta.get("model_name", "SCVI")
     registry = meta["registry"]
@@ -98,7 +99,7 @@ def map_query(
     import torch
 
     from snakevi.model import SCANVI, SCVI
-    from snakevi.model.arches import prepare_query_anndata
+    from snakevi.model.arches import QUERY_TRAIN_DEFAULTS, prepare_query_anndata
 
     if threads:
         torch.set_num_threads(int(threads))
@@ -108,9 +109,13 @@ def map_query(
         model = cls.load_query_data(adata, str(reference_dir), unfrozen=unfrozen, accelerator=accelerator)
     except (RegistrationError, ValueError) as err:
         raise StepError(f"{query_h5ad} cannot be mapped onto {reference_dir}: {err}") from err
-    train_kwargs = {"max_epochs": int(params["max_epochs"]), "batch_size": int(params["batch_size"]),
-                    "seed": int(seed), "accelerator": accelerator, "enable_progress_bar": False,
-                    "plan_kwargs": {"lr": float(params["lr"]), "weight_decay": float(params["weight_decay"])}}
+    params = {**QUERY_TRAIN_DEFAULTS, **(train_params or {})}
+    plan_kwargs = {"lr": float(params["lr"])} if "lr" in params else {}  # left out: the plan's default
+    plan_kwargs["weight_decay"] = float(params["weight_decay"])
+    train_kwargs = {"max_epochs": int(params["max_epochs"]), "seed": int(seed), "accelerator": accelerator,
+                    "enable_progress_bar": False, "plan_kwargs": plan_kwargs}
+    if "batch_size" in params:  # left out: train()'s default
+        train_kwargs["batch_size"] = int(params["batch_size"])
     model.train(**train_kwargs)
     model.save(model_out, overwrite=True)
     write_text_atomic(history_out, model.history.to_csv(index_label="epoch"))
