@@ -1,41 +1,8 @@
-# snakevi: scVI trained in plain PyTorch, as a Snakemake workflow.
-# register -> prepare -> train -> export -> report, for every run in config["runs"];
-# map_query for every query in config["queries"] (new data onto a trained run).
-# Run: snakemake --cores 2   (config/README.md explains every config key)
-from snakemake.utils import min_version
-
-min_version("9.0")
-
-
-configfile: "config/config.yaml"
-
-
-include: "workflow/rules/config.smk"
-include: "workflow/rules/common.smk"
-
-
-wildcard_constraints:
-    run="|".join(RUNS),
-    query="|".join(QUERIES),
-
-
-include: "workflow/rules/simulate.smk"
-include: "workflow/rules/register.smk"
-include: "workflow/rules/prepare.smk"
-include: "workflow/rules/train.smk"
-include: "workflow/rules/export.smk"
-include: "workflow/rules/report.smk"
-include: "workflow/rules/map_query.smk"
-include: "workflow/rules/run_end.smk"
-
-
-# Jobs of a second or two: on a cluster they run where snakemake runs, not as cluster jobs.
-localrules:
-    simulate,
-    summary,
-
-
-rule all:
-    default_target: True
-    input:
-        all_targets(),
+# snakevi's entry point at the repository root: `snakemake --cores 2` here runs the workflow.
+# The definition itself is workflow/Snakefile (the layout of the Snakemake workflow catalog);
+# a host workflow that uses snakevi as a module names that file (README.md, section "As a module").
+#
+# This is the `include:` directive spelled as the call it compiles to, for its one option: an
+# included file's rules never become the default target (`include:` takes no options), while
+# overwrite_default_target=True lets a bare `snakemake` build workflow/Snakefile's `rule all`.
+workflow.include("workflow/Snakefile", overwrite_default_target=True)

@@ -8,13 +8,15 @@ import pytest
 
 from wf_helpers import REPO, planned_jobs, snakemake, write_config
 
-HOST_SNAKEFILE = f"""\
+# The catalog's way: the module is the main definition, workflow/Snakefile (from GitHub:
+# github("OWNER/snakevi", path="workflow/Snakefile", tag=...)).
+HOST_SNAKEFILE = """\
 configfile: "config/config.yaml"
 
 
 module snakevi:
     snakefile:
-        "{REPO / 'Snakefile'}"
+        "{snakefile}"
     config:
         config["snakevi"]
     prefix:
@@ -31,11 +33,15 @@ rule all:
 """
 
 
+def write_host(workdir, snakefile=REPO / "workflow" / "Snakefile"):
+    (workdir / "Snakefile").write_text(HOST_SNAKEFILE.format(snakefile=snakefile))
+
+
 @pytest.fixture(scope="module")
 def host_run(tmp_path_factory, demo_config):
     """A host workflow whose only config is the demo config under the key "snakevi"."""
     workdir = tmp_path_factory.mktemp("host")
-    (workdir / "Snakefile").write_text(HOST_SNAKEFILE)
+    write_host(workdir)
     write_config(workdir, {"snakevi": demo_config})
     snakemake(workdir, "--cores", "2", snakefile=workdir / "Snakefile")
     return workdir
@@ -65,3 +71,17 @@ def test_checkpoints_follow_the_prefix_and_datasets_keep_their_path(host_run):
 def test_the_host_reruns_nothing_when_nothing_changed(host_run):
     out = snakemake(host_run, "--cores", "2", "-n", snakefile=host_run / "Snakefile")
     assert planned_jobs(out.stdout) == {}
+
+
+def test_a_host_may_name_the_root_snakefile_too(tmp_path, demo_config):
+    # The repository root's Snakefile only includes workflow/Snakefile: the same jobs.
+    planned = {}
+    for name, snakefile in (("main", REPO / "workflow" / "Snakefile"), ("root", REPO / "Snakefile")):
+        workdir = tmp_path / name
+        workdir.mkdir()
+        write_host(workdir, snakefile)
+        write_config(workdir, {"snakevi": demo_config})
+        out = snakemake(workdir, "--cores", "2", "-n", snakefile=workdir / "Snakefile")
+        planned[name] = planned_jobs(out.stdout)
+    assert planned["root"] == planned["main"]
+    assert planned["main"]["snakevi_train"] == 1 and planned["main"]["all"] == 1

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from wf_helpers import snakemake, write_config
+from wf_helpers import scenario_config, snakemake, write_config
 
 HIDDEN = ["1256", "1488"]
 
@@ -38,24 +38,8 @@ def scanvi_workdir(tmp_path_factory, kang_path):
     query = kang[hidden].copy()
     query.obs = query.obs.drop(columns="cell_type")  # a new dataset: no labels
     query.write_h5ad(workdir / "kang_query2.h5ad")
-    scanvi = {
-        "model_class": "scanvi",
-        "setup": {"batch_key": "donor", "labels_key": "cell_type", "unlabeled_category": "Unknown"},
-        "model": {"n_latent": 10},
-        "split": {"batch_size": 256},
-        "train": {"max_epochs": 8, "scanvi_max_epochs": 3},
-        "resources": {"threads": 2},
-    }
-    config = {
-        "runs": {
-            "all8": {"dataset": "kang_masked.h5ad", **scanvi},
-            "ref6": {"dataset": "kang_ref6.h5ad", **scanvi},
-        },
-        "queries": {
-            "two": {"reference": "ref6", "dataset": "kang_query2.h5ad", "train": {"max_epochs": 10}},
-        },
-    }
-    write_config(workdir, config)
+    # The datasets the scenario names, then its config (.test/config_scanvi_query/).
+    write_config(workdir, scenario_config("config_scanvi_query"))
     snakemake(workdir, "--cores", "2", timeout=1500)
     truth = kang.obs["cell_type"].astype(str).to_numpy()
     return workdir, hidden, truth

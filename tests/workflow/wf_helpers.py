@@ -11,6 +11,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 SNAKEFILE = REPO / "Snakefile"
+#: The test scenarios' configs, one folder each (the Snakemake workflow catalog's layout).
+SCENARIOS = REPO / ".test"
 
 
 def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 600, snakefile: Path = SNAKEFILE,
@@ -30,6 +32,11 @@ def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 600,
             f"{' '.join(cmd)} exited {proc.returncode}\n--- stdout\n{proc.stdout[-5000:]}\n--- stderr\n{proc.stderr[-8000:]}"
         )
     return proc
+
+
+def scenario_config(name: str = "config") -> dict:
+    """The config of test scenario ``name``: ``.test/<name>/config.yaml``."""
+    return yaml.safe_load((SCENARIOS / name / "config.yaml").read_text())
 
 
 def write_config(workdir: Path, config: dict, name: str = "config/config.yaml") -> Path:
