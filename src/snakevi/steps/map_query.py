@@ -110,8 +110,8 @@ def map_query(
     except (RegistrationError, ValueError) as err:
         raise StepError(f"{query_h5ad} cannot be mapped onto {reference_dir}: {err}") from err
     params = {**QUERY_TRAIN_DEFAULTS, **(train_params or {})}
-    plan_kwargs = {"lr": float(params["lr"])} if "lr" in params else {}  # left out: the plan's default
-    plan_kwargs["weight_decay"] = float(params["weight_decay"])
+    # A key left out (lr) keeps the plan's default.
+    plan_kwargs = {key: float(params[key]) for key in ("lr", "weight_decay") if key in params}
     train_kwargs = {"max_epochs": int(params["max_epochs"]), "seed": int(seed), "accelerator": accelerator,
                     "enable_progress_bar": False, "plan_kwargs": plan_kwargs}
     if "batch_size" in params:  # left out: train()'s default
