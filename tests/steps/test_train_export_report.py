@@ -21,7 +21,7 @@ from snakevi.steps.integration import INTEGRATION_FILES
 from snakevi.steps.report import REPORT_FILES, last_value, read_history
 
 MODEL = {"n_latent": 3, "n_hidden": 16}
-TRAIN = {"max_epochs": 3, "check_val_every_n_epoch": 1, "lr": 0.01}
+TRAIN = {"max_epochs": 3, "check_val_every_n_epoch": 1, "plan": {"lr": 0.01}}
 METRICS = ["train_loss", "elbo_train", "reconstruction_loss_train", "kl_local_train", "kl_weight",
            "validation_loss", "elbo_validation", "reconstruction_loss_validation", "kl_local_validation"]
 
@@ -53,24 +53,25 @@ def test_train_writes_model_history_and_checkpoint(trained):
 
 def test_sigterm_stops_after_a_checkpoint_and_a_rerun_resumes_exactly(trained, tmp_path, monkeypatch):
     steps_train = importlib.import_module("snakevi.steps.train")  # the module, not the function
+    recipe = importlib.import_module("snakevi.train.recipe")  # where the signal stop lives
 
     _, registry_json, prepared, out = trained
     # Deliver the "signal" before the first epoch ends: training stops after epoch 0, which is
     # saved although the default spacing of checkpoints (a minute) has not passed.
-    original_init = steps_train._StopOnSignal.__init__
+    original_init = recipe._StopOnSignal.__init__
 
     def signalled(self, checkpoint):
         original_init(self, checkpoint)
         self.signal_name = "SIGTERM"
 
-    monkeypatch.setattr(steps_train._StopOnSignal, "__init__", signalled)
+    monkeypatch.setattr(recipe._StopOnSignal, "__init__", signalled)
     with pytest.raises(steps_train.TrainingInterrupted, match="SIGTERM.*Run the same step again"):
         train(prepared, registry_json, tmp_path / "model", tmp_path / "history.csv", model_params=MODEL,
               train_params=TRAIN, seed=3, accelerator="cpu")
     assert not (tmp_path / "model").exists() and not (tmp_path / "history.csv").exists()
     ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["epoch"] == 1 and not ckpt["should_stop"]
-    monkeypatch.setattr(steps_train._StopOnSignal, "__init__", original_init)
+    monkeypatch.setattr(recipe._StopOnSignal, "__init__", original_init)
     train(prepared, registry_json, tmp_path / "model", tmp_path / "history.csv", model_params=MODEL,
           train_params=TRAIN, seed=3, accelerator="cpu")
     resumed, uninterrupted = _weights(tmp_path / "model"), _weights(out / "model")

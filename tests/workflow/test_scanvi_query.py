@@ -43,7 +43,7 @@ def scanvi_workdir(tmp_path_factory, kang_path):
         "setup": {"batch_key": "donor", "labels_key": "cell_type", "unlabeled_category": "Unknown"},
         "model": {"n_latent": 10},
         "split": {"batch_size": 256},
-        "train": {"max_epochs": 8, "scanvi_max_epochs": 3},
+        "train": {"max_epochs": 8, "scanvi": {"max_epochs": 3}},
         "resources": {"threads": 2},
     }
     config = {
