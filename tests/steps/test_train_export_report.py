@@ -272,3 +272,24 @@ def test_report_and_integration_refuse_a_latent_of_other_cells(trained, tmp_path
     with pytest.raises(StepError, match="301 cells but the data has 300"):
         integration(tmp_path / "wide.npy", prepared, registry_json, tmp_path / "report")
     assert not (tmp_path / "report").exists()
+
+
+def test_the_run_fingerprint_of_a_grouped_section_is_that_of_the_flat_one_of_before(trained):
+    # A checkpoint folder written before train: was grouped resumes: same fingerprint, same formula.
+    from snakevi._digest import fingerprint
+    from snakevi.data.prepared import read_loader_spec
+
+    _, _, prepared, out = trained
+    spec = read_loader_spec(prepared)
+    flat = {"max_epochs": 3, "check_val_every_n_epoch": 1, "lr": 0.01}
+    expected = fingerprint(spec["registry_sha256"], spec["loader"], spec.get("split_sizes"), MODEL, flat, 3, "scvi")
+    assert json.loads((out / "checkpoints" / "fingerprint.json").read_text())["fingerprint"] == expected
+
+
+def test_linear_scvi_trains_through_the_step_and_exports_its_latent_key(tiny_registered, tmp_path):
+    h5ad, registry_json, prepared = tiny_registered
+    model = train(prepared, registry_json, tmp_path / "model", tmp_path / "history.csv", model_class="linear_scvi",
+                  model_params=MODEL, train_params={"max_epochs": 2}, seed=3, accelerator="cpu")
+    assert type(model).__name__ == "LinearSCVI" and model.get_loadings().shape == (50, 3)
+    emb = export(tmp_path / "model", h5ad, tmp_path / "embedding.h5ad")
+    assert list(emb.obsm) == ["X_LinearSCVI"] and "C_scANVI" not in emb.obs

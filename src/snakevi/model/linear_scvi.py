@@ -60,6 +60,7 @@ class LinearSCVI(SCVI):
     """
 
     model_class = "linear_scvi"
+    latent_key = "X_LinearSCVI"
     #: The registries it can use: its own, and the SCVI ones the workflow's register step writes.
     _compatible_registries = ("SCVI",)
 
@@ -131,6 +132,13 @@ class LinearSCVI(SCVI):
         loadings = self.module.get_loadings()
         genes = self.registry["fields"]["X"]["column_names"]
         return pd.DataFrame(loadings, index=list(genes), columns=[f"Z_{i}" for i in range(loadings.shape[1])])
+
+    @classmethod
+    def load_query_data(cls, *args, **kwargs):
+        """Not available: as in scvi-tools, LDVAE offers no reference mapping (scArches)."""
+        raise ValueError("LinearSCVI does not map query data onto a reference (scvi-tools' LDVAE offers no "
+                         "transfer learning); train a model on the reference and query cells together, or use "
+                         "model_class scvi for the reference.")
 
     @classmethod
     def setup_anndata(
