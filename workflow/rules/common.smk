@@ -23,7 +23,9 @@ def resolve_model_defaults():
     What a model class needs of the config (scanvi: setup.labels_key and setup.unlabeled_category)
     the schema checks; the classes' keys are in the schema too (tests check they are the library's).
     """
-    default_key = config_schema["$defs"]["run"]["properties"]["model_class"]["x-latent-key"]
+    default_key = config_schema["$defs"]["run"]["properties"]["model_class"][
+        "x-latent-key"
+    ]
     for run in config["runs"].values():
         if run["export"]["latent_key"] is None:
             run["export"]["latent_key"] = default_key[run["model_class"]]
