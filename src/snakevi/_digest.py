@@ -3,11 +3,13 @@
 A digest is taken from the bytes as they go to disk (:class:`HashingWriter`), never from a
 re-serialisation, and checked by reading the file back in 1 MiB chunks (:func:`sha256_file`),
 so a file changed by one byte after it was written is told apart from the one snakevi wrote.
+Also the digest of JSON-able values (:func:`fingerprint`), which names a training run.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from typing import BinaryIO
 
@@ -40,3 +42,13 @@ def sha256_file(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: fh.read(_CHUNK), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def canonical_json(obj) -> str:
+    """JSON with sorted keys and no whitespace: the form fingerprints are computed on."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False, default=str)
+
+
+def fingerprint(*parts) -> str:
+    """sha256 of the canonical JSON of ``parts``."""
+    return hashlib.sha256(canonical_json(list(parts)).encode()).hexdigest()

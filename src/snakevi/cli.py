@@ -84,6 +84,8 @@ def _none_or_float(text: str):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from snakevi.model.registry import MODELS  # the model classes by name (no torch: cheap)
+
     p = argparse.ArgumentParser(
         prog="snakevi", description="scVI in plain PyTorch: run one step of the snakevi workflow.",
         epilog="Each step writes its outputs atomically; `snakevi STEP --help` lists its options.",
@@ -125,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-shuffle-set-split", dest="shuffle_set_split", action="store_false")
     s.add_argument("--seed", type=int, default=STEP_DEFAULT, help="seed of the split (left out: the step's default)")
 
-    s = add("train", "train scVI; write the model folder and the history CSV")
+    s = add("train", "train a model (scVI, scANVI, LinearSCVI); write the model folder and the history CSV")
     s.add_argument("--prepared", required=True, help="folder from `snakevi prepare`")
     s.add_argument("--registry", required=True, help="registry .json")
     s.add_argument("--model", required=True, help="model folder to write")
@@ -135,13 +137,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--checkpoint-every-seconds", type=float, default=DEFAULT_CHECKPOINT_SECONDS,
                    help="write a checkpoint at most this often (0: after every epoch; the last epoch always)")
     s.add_argument("--model-params", type=_json_arg, default={}, help="JSON: the config's 'model' section")
-    s.add_argument("--train-params", type=_json_arg, default={}, help="JSON: the config's 'train' section")
+    s.add_argument("--train-params", type=_json_arg, default={},
+                   help="JSON: the config's 'train' section, grouped as in the config: "
+                        '{"max_epochs": 50, "plan": {"lr": 0.001}, "scanvi": {"max_epochs": 10}}')
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--accelerator", default="auto", choices=["auto", "cpu", "cuda", "gpu", "mps"])
     s.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     s.add_argument("--progress-bar", action="store_true", help="show a progress bar")
-    s.add_argument("--model-class", default="scvi", choices=["scvi", "scanvi"],
-                   help="scanvi: scVI first, then scANVI from it (needs labels and an unlabeled category)")
+    s.add_argument("--model-class", default="scvi", choices=list(MODELS),
+                   help="scanvi: scVI first, then scANVI from it (needs labels and an unlabeled category); "
+                        "linear_scvi: scVI with a linear decoder (gene loadings)")
 
     s = add("export", "write the embedding .h5ad (obsm latent, optional normalized layer)")
     s.add_argument("--model", required=True, help="model folder from `snakevi train`")

@@ -21,7 +21,7 @@ def test_nan_loss_stops_with_epoch_step_metric_and_keeps_the_last_good_checkpoin
     # lr=1.5 is far too high: with this data and seed, epoch 0 trains and epoch 1 diverges.
     proc = snakevi("train", "--prepared", tmp_path / "prepared", "--registry", tmp_path / "registry.json",
                    "--model", out / "model", "--history", out / "history.csv", "--checkpoint-dir", ckpt,
-                   "--model-params", json.dumps(MODEL), "--train-params", json.dumps({"max_epochs": 20, "lr": 1.5}),
+                   "--model-params", json.dumps(MODEL), "--train-params", json.dumps({"max_epochs": 20, "plan": {"lr": 1.5}}),
                    "--seed", "0", "--accelerator", "cpu", "--threads", "1", "--checkpoint-every-seconds", "0")
     err = proc.stderr
     assert proc.returncode == 1, err[-3000:]

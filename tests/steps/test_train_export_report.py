@@ -21,7 +21,7 @@ from snakevi.steps.integration import INTEGRATION_FILES
 from snakevi.steps.report import REPORT_FILES, last_value, read_history
 
 MODEL = {"n_latent": 3, "n_hidden": 16}
-TRAIN = {"max_epochs": 3, "check_val_every_n_epoch": 1, "lr": 0.01}
+TRAIN = {"max_epochs": 3, "check_val_every_n_epoch": 1, "plan": {"lr": 0.01}}
 METRICS = ["train_loss", "elbo_train", "reconstruction_loss_train", "kl_local_train", "kl_weight",
            "validation_loss", "elbo_validation", "reconstruction_loss_validation", "kl_local_validation"]
 
@@ -53,24 +53,25 @@ def test_train_writes_model_history_and_checkpoint(trained):
 
 def test_sigterm_stops_after_a_checkpoint_and_a_rerun_resumes_exactly(trained, tmp_path, monkeypatch):
     steps_train = importlib.import_module("snakevi.steps.train")  # the module, not the function
+    recipe = importlib.import_module("snakevi.train.recipe")  # where the signal stop lives
 
     _, registry_json, prepared, out = trained
     # Deliver the "signal" before the first epoch ends: training stops after epoch 0, which is
     # saved although the default spacing of checkpoints (a minute) has not passed.
-    original_init = steps_train._StopOnSignal.__init__
+    original_init = recipe._StopOnSignal.__init__
 
     def signalled(self, checkpoint):
         original_init(self, checkpoint)
         self.signal_name = "SIGTERM"
 
-    monkeypatch.setattr(steps_train._StopOnSignal, "__init__", signalled)
+    monkeypatch.setattr(recipe._StopOnSignal, "__init__", signalled)
     with pytest.raises(steps_train.TrainingInterrupted, match="SIGTERM.*Run the same step again"):
         train(prepared, registry_json, tmp_path / "model", tmp_path / "history.csv", model_params=MODEL,
               train_params=TRAIN, seed=3, accelerator="cpu")
     assert not (tmp_path / "model").exists() and not (tmp_path / "history.csv").exists()
     ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["epoch"] == 1 and not ckpt["should_stop"]
-    monkeypatch.setattr(steps_train._StopOnSignal, "__init__", original_init)
+    monkeypatch.setattr(recipe._StopOnSignal, "__init__", original_init)
     train(prepared, registry_json, tmp_path / "model", tmp_path / "history.csv", model_params=MODEL,
           train_params=TRAIN, seed=3, accelerator="cpu")
     resumed, uninterrupted = _weights(tmp_path / "model"), _weights(out / "model")
@@ -271,3 +272,24 @@ def test_report_and_integration_refuse_a_latent_of_other_cells(trained, tmp_path
     with pytest.raises(StepError, match="301 cells but the data has 300"):
         integration(tmp_path / "wide.npy", prepared, registry_json, tmp_path / "report")
     assert not (tmp_path / "report").exists()
+
+
+def test_the_run_fingerprint_of_a_grouped_section_is_that_of_the_flat_one_of_before(trained):
+    # A checkpoint folder written before train: was grouped resumes: same fingerprint, same formula.
+    from snakevi._digest import fingerprint
+    from snakevi.data.prepared import read_loader_spec
+
+    _, _, prepared, out = trained
+    spec = read_loader_spec(prepared)
+    flat = {"max_epochs": 3, "check_val_every_n_epoch": 1, "lr": 0.01}
+    expected = fingerprint(spec["registry_sha256"], spec["loader"], spec.get("split_sizes"), MODEL, flat, 3, "scvi")
+    assert json.loads((out / "checkpoints" / "fingerprint.json").read_text())["fingerprint"] == expected
+
+
+def test_linear_scvi_trains_through_the_step_and_exports_its_latent_key(tiny_registered, tmp_path):
+    h5ad, registry_json, prepared = tiny_registered
+    model = train(prepared, registry_json, tmp_path / "model", tmp_path / "history.csv", model_class="linear_scvi",
+                  model_params=MODEL, train_params={"max_epochs": 2}, seed=3, accelerator="cpu")
+    assert type(model).__name__ == "LinearSCVI" and model.get_loadings().shape == (50, 3)
+    emb = export(tmp_path / "model", h5ad, tmp_path / "embedding.h5ad")
+    assert list(emb.obsm) == ["X_LinearSCVI"] and "C_scANVI" not in emb.obs

@@ -70,7 +70,6 @@ TABLES = {
 ON_PURPOSE = {
     ("train", "check_val_every_n_epoch"): (None, "the workflow validates every epoch so history.csv has the "
                                                 "validation metrics; the library only when something needs them"),
-    ("export", "latent_key"): ("X_scVI", "the workflow picks X_scVI or X_scANVI by the run's model_class"),
 }
 
 

@@ -18,18 +18,17 @@ def selected_runs():
 
 
 def resolve_model_defaults():
-    """Fill the defaults that depend on the model class and check what scanvi needs."""
-    default_key = {"scvi": "X_scVI", "scanvi": "X_scANVI"}
-    for name, run in config["runs"].items():
+    """Fill the latent keys left null with their model class's (from the schema, beside model_class).
+
+    What a model class needs of the config (scanvi: setup.labels_key and setup.unlabeled_category)
+    the schema checks; the classes' keys are in the schema too (tests check they are the library's).
+    """
+    default_key = config_schema["$defs"]["run"]["properties"]["model_class"][
+        "x-latent-key"
+    ]
+    for run in config["runs"].values():
         if run["export"]["latent_key"] is None:
             run["export"]["latent_key"] = default_key[run["model_class"]]
-        if run["model_class"] == "scanvi":
-            for key in ("labels_key", "unlabeled_category"):
-                if run["setup"][key] is None:
-                    raise WorkflowError(
-                        f"Invalid config at runs.{name}.setup.{key}: model_class scanvi needs it "
-                        "(the obs column of cell labels, and the value in it that marks unlabelled cells)."
-                    )
     for name, query in config["queries"].items():
         if query["reference"] not in config["runs"]:
             raise WorkflowError(

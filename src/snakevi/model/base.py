@@ -15,6 +15,7 @@ import numpy as np
 
 from snakevi import __version__
 from snakevi.model import bundle
+from snakevi.model.phases import TrainingDeclaration
 
 if TYPE_CHECKING:  # pragma: no cover - imports for type checkers only
     import pandas as pd
@@ -24,7 +25,7 @@ if TYPE_CHECKING:  # pragma: no cover - imports for type checkers only
     from snakevi.data import CellData
 
 
-class BaseModelClass:
+class BaseModelClass(TrainingDeclaration):
     """Base for models: registry + module + history, with ``train``, ``save`` and ``load``.
 
     Subclasses set ``_module_cls`` and implement :meth:`_module_kwargs` (how registry

@@ -8,15 +8,15 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from snakevi.model import scanvi_training
 from snakevi.model.arches import ArchesMixin
 from snakevi.model.base import BaseModelClass
 from snakevi.model.inference import InferenceMixin
+from snakevi.model.scvi import SCVI
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
     from anndata import AnnData
-
-    from snakevi.model.scvi import SCVI
 
 
 class SCANVI(ArchesMixin, InferenceMixin, BaseModelClass):
@@ -56,6 +56,15 @@ class SCANVI(ArchesMixin, InferenceMixin, BaseModelClass):
     >>> model.predict().shape
     (300,)
     """
+
+    model_class = "scanvi"
+    latent_key = "X_scANVI"
+    predicts_labels = True
+    #: A run trains scVI first, then scANVI from it (``train.scanvi``: see :mod:`snakevi.model.scanvi_training`).
+    pretrained_with = SCVI
+    phase_sections = {scanvi_training.SECTION: scanvi_training.SECTION_KEYS}
+    check_training_registry = staticmethod(scanvi_training.check_scanvi_registry)
+    training_phases = classmethod(scanvi_training.scanvi_phases)
 
     def __init__(
         self,

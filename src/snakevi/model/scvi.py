@@ -52,6 +52,8 @@ class SCVI(ArchesMixin, InferenceMixin, BaseModelClass):
     (500, 5)
     """
 
+    model_class = "scvi"
+
     def __init__(
         self,
         adata,

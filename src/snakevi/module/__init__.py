@@ -1,4 +1,5 @@
-"""Generative modules (no AnnData here): the module contract, scVI's VAE, its layers and likelihoods."""
+"""Generative modules (no AnnData here): the module contract, scVI's VAE (and its linearly decoded
+variant LDVAE), scANVI's, their layers and likelihoods."""
 
 from snakevi.module.base import BaseModuleClass, LossOutput
 from snakevi.module.classifier import Classifier
@@ -11,6 +12,7 @@ from snakevi.module.distributions import (
     log_zinb_positive,
 )
 from snakevi.module.layers import Decoder, DecoderSCVI, Encoder, FCLayers
+from snakevi.module.ldvae import LDVAE, LinearDecoderSCVI
 from snakevi.module.scanvae import SCANVAE
 from snakevi.module.vae import VAE
 
@@ -21,6 +23,8 @@ __all__ = [
     "DecoderSCVI",
     "Encoder",
     "FCLayers",
+    "LDVAE",
+    "LinearDecoderSCVI",
     "LossOutput",
     "NegativeBinomial",
     "Poisson",

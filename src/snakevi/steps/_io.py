@@ -8,7 +8,6 @@ Every output of a step is written to a temporary sibling and renamed into place,
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -17,21 +16,12 @@ from typing import Iterator
 import numpy as np
 
 from snakevi._atomic import DiskFullError, atomic_path, write_text_atomic  # noqa: F401 - re-exported for the steps
+from snakevi._digest import canonical_json, fingerprint  # noqa: F401 - re-exported for the steps
 from snakevi._safe_load import load_npy
 
 
 class StepError(ValueError):
     """A step cannot run on its inputs; the message names the file, key or value and the fix."""
-
-
-def canonical_json(obj) -> str:
-    """JSON with sorted keys and no whitespace: the form fingerprints are computed on."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False, default=str)
-
-
-def fingerprint(*parts) -> str:
-    """sha256 of the canonical JSON of ``parts``."""
-    return hashlib.sha256(canonical_json(list(parts)).encode()).hexdigest()
 
 
 def write_json_atomic(path: str | os.PathLike, obj) -> None:

@@ -24,7 +24,7 @@ def export(
     embedding_out: str | os.PathLike,
     *,
     latent: str | os.PathLike | None = None,
-    latent_key: str = "X_scVI",
+    latent_key: str | None = None,
     predicted_key: str = "C_scANVI",
     normalized_layer: str | None = None,
     library_size: float = 1e4,
@@ -46,10 +46,12 @@ def export(
         and without ``normalized_layer``, the export neither loads the model nor imports torch;
         otherwise the latent representation is computed here.
     latent_key
-        ``obsm`` key of the latent representation.
+        ``obsm`` key of the latent representation; ``None``: the model class's (``X_scVI``,
+        ``X_scANVI``, ... : its ``latent_key``).
     predicted_key
-        For a scANVI model: ``obs`` key of the predicted labels (their probability goes to
-        ``obs[predicted_key + "_probability"]``). A scANVI model is always loaded (torch).
+        For a model that predicts labels (scANVI: its class's ``predicts_labels``): ``obs`` key
+        of the predicted labels (their probability goes to ``obs[predicted_key + "_probability"]``).
+        Such a model is always loaded (torch).
     normalized_layer
         If given, also store ``get_normalized_expression(library_size=...)`` (dense float32,
         cells x genes) in this layer; its posterior sample is seeded with the model's seed.
@@ -71,9 +73,12 @@ def export(
     from snakevi.data.counts import get_count_matrix
     from snakevi.data.validation import RegistrationError
     from snakevi.model.bundle import read_meta
+    from snakevi.model.registry import saved_model_class
 
     # The cheap checks (model.json, the dataset's genes and categories) come before torch is even imported.
     meta = read_meta(model_dir)
+    cls = saved_model_class(model_dir)
+    latent_key = latent_key or cls.latent_key
     registry = meta["registry"]
     genes = list(registry["fields"]["X"]["column_names"])
     layer = registry["fields"]["X"]["attr_key"]
@@ -98,11 +103,11 @@ def export(
         except RegistrationError as err:
             raise StepError(f"{h5ad} does not fit the model in {model_dir}: {err}") from err
         out.obsm[latent_key] = np.asarray(read_latent(latent, out.n_obs), dtype=np.float32)
-    is_scanvi = meta.get("model_name") == "SCANVI"
-    if latent is None or normalized_layer or is_scanvi:
-        _model_outputs(out, model_dir, h5ad, latent_key=None if latent is not None else latent_key,
-                       predicted_key=predicted_key if is_scanvi else None, normalized_layer=normalized_layer,
-                       library_size=library_size, batch_size=batch_size, threads=threads)
+    if latent is None or normalized_layer or cls.predicts_labels:
+        _model_outputs(out, cls, model_dir, h5ad, latent_key=None if latent is not None else latent_key,
+                       predicted_key=predicted_key if cls.predicts_labels else None,
+                       normalized_layer=normalized_layer, library_size=library_size, batch_size=batch_size,
+                       threads=threads)
     out.uns["snakevi"] = {"latent_key": latent_key, "normalized_layer": normalized_layer or "",
                           "model_dir": str(model_dir)}
     write_h5ad_atomic(out, embedding_out)
@@ -111,18 +116,17 @@ def export(
     return out
 
 
-def _model_outputs(out, model_dir, h5ad, *, latent_key, predicted_key, normalized_layer, library_size, batch_size,
-                   threads) -> None:
+def _model_outputs(out, cls, model_dir, h5ad, *, latent_key, predicted_key, normalized_layer, library_size,
+                   batch_size, threads) -> None:
     """Load the model on ``out``; store its latent representation, predictions, normalized expression."""
     import torch
 
     from snakevi.data.validation import RegistrationError
-    from snakevi.model import SCANVI, SCVI
 
     if threads:
         torch.set_num_threads(int(threads))
     try:
-        model = (SCANVI if predicted_key is not None else SCVI).load(model_dir, out)
+        model = cls.load(model_dir, out)
     except RegistrationError as err:
         raise StepError(f"{h5ad} does not fit the model in {model_dir}: {err}") from err
     if latent_key is not None:
@@ -138,9 +142,9 @@ def _model_outputs(out, model_dir, h5ad, *, latent_key, predicted_key, normalize
 
 
 def store_predictions(out, model, predicted_key: str, *, batch_size: int | None = None) -> np.ndarray:
-    """A scANVI model's labels in ``out.obs[predicted_key]``, their probability in ``<key>_probability``.
+    """A label-predicting model's labels in ``out.obs[predicted_key]``, their probability in ``<key>_probability``.
 
-    One pass of :meth:`SCANVI.predict` (soft), so label and probability come from the same
+    One pass of ``model.predict`` (soft; :meth:`SCANVI.predict`), so label and probability come from the same
     forward pass. Returns the labels (strings).
     """
     probs = model.predict(soft=True, batch_size=batch_size)

@@ -64,9 +64,10 @@ def map_query(
     unfrozen
         Train every weight, not just the new batch columns.
     latent_key
-        ``obsm`` key of the embedding; ``None``: ``X_scVI`` or ``X_scANVI`` by the reference.
+        ``obsm`` key of the embedding; ``None``: the reference's model class's (``X_scVI``,
+        ``X_scANVI``, ...: its ``latent_key``).
     predicted_key
-        ``obs`` key of a scANVI reference's predicted labels.
+        ``obs`` key of the predicted labels of a reference that predicts them (scANVI).
     accelerator, threads
         Device and torch CPU threads.
 
@@ -78,12 +79,14 @@ def map_query(
     from snakevi.data.compatibility import check_compatible
     from snakevi.data.validation import RegistrationError
     from snakevi.model.bundle import read_meta
+    from snakevi.model.registry import saved_model_class
 
     meta = read_meta(reference_dir)
-    name = meta.get("model_name", "SCVI")
+    cls = saved_model_class(reference_dir)
+    name = cls.__name__
     registry = meta["registry"]
-    is_scanvi = name == "SCANVI"
-    latent_key = latent_key or ("X_scANVI" if is_scanvi else "X_scVI")
+    predicts = cls.predicts_labels
+    latent_key = latent_key or cls.latent_key
     adata = read_h5ad(query_h5ad)
     try:  # before torch is imported; the genes are padded to the reference's below
         check_compatible(registry, adata, genes="skip", new_categories=True, query=True, owner="the reference model")
@@ -94,16 +97,14 @@ def map_query(
     truth = None
     if labels_key is not None and labels_key in adata.obs.columns:
         truth = adata.obs[labels_key].astype(str).to_numpy()
-        if is_scanvi and not use_labels:
+        if predicts and not use_labels:
             adata.obs = adata.obs.drop(columns=labels_key)  # every cell unlabelled; the truth is kept aside
     import torch
 
-    from snakevi.model import SCANVI, SCVI
     from snakevi.model.arches import QUERY_TRAIN_DEFAULTS, prepare_query_anndata
 
     if threads:
         torch.set_num_threads(int(threads))
-    cls = SCANVI if is_scanvi else SCVI
     try:
         adata = prepare_query_anndata(adata, str(reference_dir), inplace=False)
         model = cls.load_query_data(adata, str(reference_dir), unfrozen=unfrozen, accelerator=accelerator)
@@ -121,13 +122,13 @@ def map_query(
     write_text_atomic(history_out, model.history.to_csv(index_label="epoch"))
 
     out = adata.copy()
-    if truth is not None and is_scanvi and not use_labels:
+    if truth is not None and predicts and not use_labels:
         out.obs[labels_key] = truth
     out.obsm[latent_key] = np.asarray(model.get_latent_representation(), dtype=np.float32)
     summary = {"reference": str(reference_dir), "model": name, "n_obs": int(out.n_obs),
                "query_batches": sorted(map(str, adata.obs[batch_key].unique())) if batch_key else [],
                "epochs": int(len(model.history)), "latent_key": latent_key}
-    if is_scanvi:
+    if predicts:
         from snakevi.steps.export import store_predictions
 
         predicted = store_predictions(out, model, predicted_key)

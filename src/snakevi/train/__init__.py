@@ -1,45 +1,45 @@
-"""Training: ``Trainer`` (the loop), ``TrainingPlan`` (one step of a module), callbacks, schedules.
+"""Training: ``Trainer`` (the loop), ``TrainingPlan`` (one step of a module), callbacks, schedules,
+and the training recipe (:mod:`snakevi.train.recipe`: resume, signal stop, live history, phases).
 
 Nothing here knows about AnnData: loaders yield minibatch dicts of tensors or numpy arrays.
+The names below load on first access (PEP 562), so importing a torch-free part such as
+``snakevi.train.recipe`` (what a step script does at start-up) does not import torch.
 """
 
-from snakevi.train.callbacks import (
-    Callback,
-    CSVLogger,
-    EarlyStopping,
-    LearningRateMonitor,
-    ModelCheckpoint,
-    NaNGuard,
-    NonFiniteLossError,
-    ProgressBar,
-    SubSampleLabels,
-)
-from snakevi.train.adversarial_plan import AdversarialTrainingPlan
-from snakevi.train.checkpoint_io import load_checkpoint
-from snakevi.train.metrics import EpochMetrics
-from snakevi.train.plan import TrainingPlan
-from snakevi.train.reproducibility import seed_everything
-from snakevi.train.schedules import compute_kl_weight, get_max_epochs_heuristic
-from snakevi.train.semisupervised_plan import SemiSupervisedTrainingPlan
-from snakevi.train.trainer import Trainer
+from __future__ import annotations
 
-__all__ = [
-    "AdversarialTrainingPlan",
-    "CSVLogger",
-    "Callback",
-    "EarlyStopping",
-    "EpochMetrics",
-    "LearningRateMonitor",
-    "ModelCheckpoint",
-    "NaNGuard",
-    "NonFiniteLossError",
-    "ProgressBar",
-    "SemiSupervisedTrainingPlan",
-    "SubSampleLabels",
-    "Trainer",
-    "TrainingPlan",
-    "compute_kl_weight",
-    "get_max_epochs_heuristic",
-    "load_checkpoint",
-    "seed_everything",
-]
+import importlib
+
+#: Public name -> the submodule that defines it.
+_EXPORTS = {
+    "AdversarialTrainingPlan": "adversarial_plan",
+    "CSVLogger": "callbacks",
+    "Callback": "callbacks",
+    "EarlyStopping": "callbacks",
+    "EpochMetrics": "metrics",
+    "LearningRateMonitor": "callbacks",
+    "ModelCheckpoint": "callbacks",
+    "NaNGuard": "callbacks",
+    "NonFiniteLossError": "callbacks",
+    "ProgressBar": "callbacks",
+    "SemiSupervisedTrainingPlan": "semisupervised_plan",
+    "SubSampleLabels": "callbacks",
+    "Trainer": "trainer",
+    "TrainingPlan": "plan",
+    "compute_kl_weight": "schedules",
+    "get_max_epochs_heuristic": "schedules",
+    "load_checkpoint": "checkpoint_io",
+    "seed_everything": "reproducibility",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"snakevi.train.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'snakevi.train' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

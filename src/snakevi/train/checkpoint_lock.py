@@ -22,13 +22,15 @@ from pathlib import Path
 from typing import Iterator
 
 from snakevi._disk import disk_full_error
-from snakevi.steps._io import StepError
 
 log = logging.getLogger(__name__)
 
 
-class CheckpointFolderBusy(StepError):
-    """Another process holds the lock of the checkpoint folder: this run stopped before touching it."""
+class CheckpointFolderBusy(ValueError):
+    """Another process holds the lock of the checkpoint folder: this run stopped before touching it.
+
+    A ``ValueError``, like the steps' input errors: the command exits 1 and logs it without a traceback.
+    """
 
 
 def lock_path(folder: str | os.PathLike) -> Path:
