@@ -1,13 +1,11 @@
 """Snakemake script of rule map_query (snakevi.steps.map_query)."""
 
-import gc
-
 from snakevi.steps.logs import step_logging
 from snakevi.steps.map_query import map_query
 
 sm = snakemake  # noqa: F821 - injected by Snakemake
 query = sm.params.query
-with step_logging(sm.log[0], step=f"map_query {sm.wildcards.query}"):
+with step_logging(sm.log[0], step=f"map_query {sm.wildcards.query}", ends_process=True):
     map_query(
         sm.input.reference,
         sm.input.h5ad,
@@ -24,7 +22,3 @@ with step_logging(sm.log[0], step=f"map_query {sm.wildcards.query}"):
         accelerator="cpu",
         threads=sm.threads,
     )
-
-# The job's process ends here: spare it the interpreter's final garbage collection of all
-# that was imported (about 1 s at exit once torch is loaded, 0.3 s with anndata).
-gc.freeze()

@@ -61,3 +61,12 @@ def test_snakemake_finds_the_same_workflow_from_the_repository_root():
         listed[tuple(args)] = proc.stdout.split()
     assert listed[()] == listed[("-s", "workflow/Snakefile")]
     assert {"all", "train", "map_query", "summary"} <= set(listed[()])
+
+
+def test_every_workflow_script_ends_its_process_through_step_logging():
+    # The ending (exit status of a signal stop, gc.freeze) lives in step_logging(ends_process=True),
+    # not copied into each script; each script is only the call of its step.
+    for script in sorted((REPO / "scripts").glob("*.py")):
+        text = script.read_text()
+        assert text.count("step_logging(") == 1 and "ends_process=True" in text, script.name
+        assert "gc." not in text and "sys.exit" not in text, script.name
