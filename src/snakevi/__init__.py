@@ -12,17 +12,22 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBPACKAGES = ("data", "module", "train", "model")
-#: Models importable as ``snakevi.SCVI`` / ``snakevi.SCANVI`` (loaded on first access too).
-_MODELS = ("SCVI", "SCANVI")
 
 
 def __getattr__(name: str):
     if name in _SUBPACKAGES:
         return importlib.import_module(f"snakevi.{name}")
-    if name in _MODELS:
-        return getattr(importlib.import_module("snakevi.model"), name)
+    # Every class of snakevi.model.MODELS is also snakevi.<its name> (snakevi.SCVI, snakevi.LinearSCVI),
+    # loaded on first access; a new model class needs no line here. Only capitalised names are
+    # looked up, so probes such as __wrapped__ do not import torch.
+    if name[:1].isupper():
+        from snakevi.model import MODELS
+
+        for cls in MODELS.values():
+            if cls.__name__ == name:
+                return cls
     raise AttributeError(f"module 'snakevi' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *_SUBPACKAGES, *_MODELS])
+    return sorted([*globals(), *_SUBPACKAGES])

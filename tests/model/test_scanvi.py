@@ -189,6 +189,12 @@ def test_save_load_round_trip_and_model_kind_checks(trained, tmp_path, scvi_mode
 
 def test_top_level_exports():
     assert snakevi.SCANVI is SCANVI and snakevi.SCVI is SCVI
+    # Every registered class, without a list of names in snakevi/__init__.py to keep up to date.
+    from snakevi.model import MODELS
+
+    assert all(getattr(snakevi, cls.__name__) is cls for cls in MODELS.values())
+    with pytest.raises(AttributeError, match="no attribute 'Foo'"):
+        snakevi.Foo  # noqa: B018
 
 
 def test_scvi_adversarial_training(scvi_model):
