@@ -51,20 +51,60 @@ class EpochOrder:
         self.drop_last = bool(drop_last)
         self.seed = int(seed)
         self.epoch = 0
+        self.rank, self.world_size, self.pad = 0, 1, False
 
     def set_epoch(self, epoch: int) -> None:
         """Select the shuffle order of epoch ``epoch`` for the next iteration."""
         self.epoch = int(epoch)
 
+    def shard(self, rank: int, world_size: int, *, pad: bool) -> None:
+        """Visit only rank ``rank``'s share of each epoch's order, for a run of ``world_size`` processes.
+
+        Every rank computes the same order (from ``(seed, epoch)``) and takes every
+        ``world_size``-th cell of it, starting at ``rank``; so minibatch ``k`` of all ranks together
+        is minibatch ``k`` of one process with a ``world_size`` times larger ``batch_size``.
+
+        Parameters
+        ----------
+        rank, world_size
+            This process's index and the number of processes.
+        pad
+            Repeat the first cells of the order until every rank has as many cells (and so as
+            many minibatches) as the others: training needs it, since each step waits for every
+            rank. Validation does not (no step), and then counts each cell once.
+        """
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank={rank} must lie in [0, world_size={world_size}).")
+        if self.indices.size < world_size and (pad or self.indices.size):
+            which = "training" if pad else "validation"
+            raise ValueError(
+                f"{self.indices.size} {which} cell(s) cannot be shared by {world_size} processes: each "
+                f"needs at least one. Give the {which} set at least {world_size} cells, or train with "
+                "fewer processes (devices)."
+            )
+        self.rank, self.world_size, self.pad = int(rank), int(world_size), bool(pad)
+
+    def _n_visited(self) -> int:
+        n, w = self.indices.size, self.world_size
+        if w == 1:
+            return n
+        return -(-n // w) if self.pad else len(range(self.rank, n, w))
+
     def __len__(self) -> int:
-        n = self.indices.size
+        n = self._n_visited()
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def order(self) -> np.ndarray:
-        """Cell positions in the order this epoch visits them."""
-        if not self.shuffle:
-            return self.indices
-        return self.indices[shuffle_order(self.indices.size, self.seed, self.epoch)]
+        """Cell positions in the order this epoch visits them (this rank's share, when sharded)."""
+        order = self.indices
+        if self.shuffle:
+            order = order[shuffle_order(order.size, self.seed, self.epoch)]
+        if self.world_size == 1:
+            return order
+        if self.pad and order.size % self.world_size:
+            # As torch's DistributedSampler: the order wraps around to give every rank a full share.
+            order = np.resize(order, -(-order.size // self.world_size) * self.world_size)
+        return order[self.rank :: self.world_size]
 
 
 class AnnDataLoader(EpochOrder):

@@ -53,6 +53,10 @@ class AdversarialTrainingPlan(TrainingPlan):
     to make the classifier's initial weights reproducible.
     """
 
+    #: Why DDP refuses this plan for now (see snakevi.train.distributed_setup.check_ddp_plan).
+    ddp_unsupported = ("the batch classifier's gradients are not yet averaged between processes; train "
+                       "with adversarial_classifier=False, or with devices=1.")
+
     def __init__(
         self,
         module: BaseModuleClass,

@@ -27,6 +27,15 @@ def _device_index(devices) -> int:
     )
 
 
+def require_cuda() -> None:
+    """Raise a clear error when CUDA was asked for and this torch sees none."""
+    if not torch.cuda.is_available():
+        raise RuntimeError(
+            f"accelerator='cuda' was requested but torch {torch.__version__} sees no CUDA device "
+            "(torch.cuda.is_available() is False). Use accelerator='cpu' or 'auto', or install a CUDA build of torch."
+        )
+
+
 def resolve_device(accelerator: str = "auto", devices="auto") -> torch.device:
     """The ``torch.device`` for ``accelerator`` (auto|cpu|cuda|mps; "gpu" means cuda) and ``devices``.
 
@@ -43,11 +52,7 @@ def resolve_device(accelerator: str = "auto", devices="auto") -> torch.device:
     if acc == "cpu":
         return torch.device("cpu")
     if acc == "cuda":
-        if not torch.cuda.is_available():
-            raise RuntimeError(
-                f"accelerator='cuda' was requested but torch {torch.__version__} sees no CUDA device "
-                "(torch.cuda.is_available() is False). Use accelerator='cpu' or 'auto', or install a CUDA build of torch."
-            )
+        require_cuda()
         count = torch.cuda.device_count()
         if index >= count:
             raise ValueError(f"devices=[{index}]: only {count} CUDA device(s) are visible (indices 0..{count - 1}).")

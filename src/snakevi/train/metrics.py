@@ -35,6 +35,8 @@ class EpochMetrics:
         if mode not in _LOSS_NAME:
             raise ValueError(f"mode={mode!r}: expected 'train' or 'validation'.")
         self.mode = mode
+        #: Sums a tensor over the ranks of a multi-process run (set by the trainer); None alone.
+        self.reduce = None
         self.reset()
 
     def reset(self) -> None:
@@ -77,14 +79,24 @@ class EpochMetrics:
             Cells in the whole split (``plan.n_obs_training`` / ``n_obs_validation``), which
             scales ``kl_global`` in the ELBO; ``None`` or < 1 counts as 1 (as in scvi-tools).
         """
-        if self._n_batches == 0:
+        if self.reduce is None and self._n_batches == 0:
             self.reset()
             return {}
         names = list(self._sums)
+        stacked = torch.stack([self._sums[k] for k in names]) if names else torch.zeros(0, dtype=torch.float64)
+        if self.reduce is not None:
+            # Every rank's sums and counts added up: the epoch's metrics are those of all its cells.
+            # (A rank may have seen no validation minibatch; it still joins the reduction.)
+            counts = torch.tensor([self._n_obs, self._n_batches], dtype=stacked.dtype, device=stacked.device)
+            stacked = self.reduce(torch.cat([stacked, counts]))
+            stacked, (n_obs, n_batches) = stacked[:-2], (int(v) for v in stacked[-2:].tolist())
+        else:
+            n_obs, n_batches = self._n_obs, self._n_batches
         # The one host sync of the epoch for this accumulator.
-        values = dict(zip(names, torch.stack([self._sums[k] for k in names]).tolist()))
-        n_obs, n_batches = self._n_obs, self._n_batches
+        values = dict(zip(names, stacked.tolist()))
         self.reset()
+        if n_batches == 0:
+            return {}
         mode = self.mode
         rec = values["reconstruction_loss"] / n_obs
         kl_local = values["kl_local"] / n_obs

@@ -278,6 +278,10 @@ class TrainingPlan:
         self.validation_metrics.reset()
         self._last_kl_weight = None
 
+    def set_metrics_reduction(self, reduce) -> None:
+        """Sum the epoch metrics over the ranks of a multi-process run with ``reduce`` (None: alone)."""
+        self.train_metrics.reduce = self.validation_metrics.reduce = reduce
+
     def train_epoch_metrics(self) -> dict[str, float]:
         """The training epoch's metrics (one host sync), plus ``kl_weight`` of its last step."""
         metrics = self.train_metrics.compute(self._n_obs_training)

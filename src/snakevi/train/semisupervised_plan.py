@@ -47,6 +47,10 @@ class SemiSupervisedTrainingPlan(TrainingPlan):
         ``n_epochs_kl_warmup``, ``reduce_lr_on_plateau``, ...) and further loss keywords.
     """
 
+    #: Why DDP refuses this plan for now (see snakevi.train.distributed_setup.check_ddp_plan).
+    ddp_unsupported = ("its classification metrics and labelled subsample are not yet shared between "
+                       "processes; train scANVI with devices=1.")
+
     def __init__(self, module: BaseModuleClass, n_classes: int, *, classification_ratio: float = 50, **kwargs) -> None:
         if "labelled_tensors" in kwargs:
             raise ValueError("'labelled_tensors' is set per minibatch by the plan; do not pass it as a loss keyword.")

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
+from contextlib import nullcontext
 from typing import Any
 
 import torch
@@ -36,9 +37,13 @@ import torch
 from snakevi._constants import CHECKPOINT_FORMAT_VERSION
 from snakevi.train.callbacks.nan_guard import NaNGuard
 from snakevi.train.callbacks.progress import ProgressBar
-from snakevi.train.checkpoint_io import check_module_state, load_checkpoint, verify_checkpoint, write_checkpoint
+from snakevi.train.checkpoint_io import write_checkpoint
 from snakevi.train.device import move_batch, resolve_device
-from snakevi.train.reproducibility import deterministic_algorithms, get_rng_states, seed_everything, set_rng_states
+from snakevi.train.distributed import SINGLE_PROCESS, join_process_group
+from snakevi.train.distributed_setup import check_ddp_plan, rank_device, shard_loaders, wants_ddp
+from snakevi.train.global_batch_norm import global_batch_norm
+from snakevi.train.reproducibility import deterministic_algorithms, get_rng_states, seed_everything
+from snakevi.train.resume_state import restore_fit_state
 
 
 class Trainer:
@@ -51,7 +56,15 @@ class Trainer:
     accelerator
         ``"auto"`` (CUDA, else MPS, else CPU), ``"cpu"``, ``"cuda"`` (or ``"gpu"``) or ``"mps"``.
     devices
-        ``"auto"``, ``1`` or ``[index]``: only single-device training is supported.
+        ``"auto"``, ``1`` or ``[index]``: one device. An int N > 1 (or ``strategy="ddp"``): N
+        processes, one device each (see ``strategy``).
+    strategy
+        ``"auto"``: DDP when ``devices`` is an int > 1, or when a launcher (torchrun, ``srun``)
+        started this process as one of several (``WORLD_SIZE`` > 1); otherwise one process.
+        ``"ddp"``: always DDP. Under DDP this process is one rank of torch's process group
+        (:mod:`snakevi.train.distributed`): each rank trains on its shard of every minibatch
+        (``batch_size`` cells per rank), gradients are averaged, BatchNorm normalises over the
+        whole minibatch, metrics are summed over the ranks, and only rank 0 writes files.
     check_val_every_n_epoch
         Run validation after every n-th epoch. ``None`` (default, as in scvi-tools): never,
         unless a callback (``needs_validation``) or the plan's LR scheduler needs validation
@@ -94,6 +107,7 @@ class Trainer:
         max_epochs: int = 400,
         accelerator: str = "auto",
         devices: int | str | Sequence[int] = "auto",
+        strategy: str = "auto",
         check_val_every_n_epoch: int | None = None,
         gradient_clip_val: float | None = None,
         callbacks: Iterable | None = None,
@@ -111,7 +125,11 @@ class Trainer:
         if gradient_clip_val is not None and not gradient_clip_val > 0:
             raise ValueError(f"gradient_clip_val={gradient_clip_val!r}: expected None or a number > 0.")
         self.max_epochs = max_epochs
-        self.device = resolve_device(accelerator, devices)
+        self.devices = devices
+        self.ddp = wants_ddp(strategy, devices)
+        self.device = rank_device(accelerator, devices) if self.ddp else resolve_device(accelerator, devices)
+        #: This process's place in a multi-process run (rank 0 of 1 when alone); set when fit starts.
+        self.dist = SINGLE_PROCESS
         self.check_val_every_n_epoch = check_val_every_n_epoch
         self.gradient_clip_val = gradient_clip_val
         self.seed = seed
@@ -167,23 +185,41 @@ class Trainer:
         self.plan = plan
         self.train_loader, self.val_loader = train_loader, val_loader
         interval = self._validation_interval(plan, val_loader)
+        if self.ddp:
+            check_ddp_plan(plan, self.callbacks)
+            self.dist = join_process_group(self.device, self.devices)
+            shard_loaders(self.dist, train_loader, val_loader)
         with deterministic_algorithms(self.deterministic):
             if self.seed is not None:
-                seed_everything(self.seed)
+                # Each rank its own stream (dropout, sampling); rank 0's is a single process's.
+                seed_everything(self.seed + self.dist.rank)
             plan.module.to(self.device)
+            self.dist.broadcast_module(plan.module)  # every rank starts from rank 0's weights
             plan.reset_metrics()
+            if self.dist.enabled:
+                plan.set_metrics_reduction(self.dist.all_reduce_sum)
             self.optimizer, self.scheduler = plan.configure_optimizers()
             self._clip_params = [p for group in self.optimizer.param_groups for p in group["params"]]
             if ckpt_path is not None:
                 self._restore(ckpt_path, plan)
+            batch_norm = global_batch_norm(plan.module) if self.dist.enabled else nullcontext()
             try:
-                self._call("on_fit_start", plan)
-                while not self.should_stop and self.current_epoch < self.max_epochs:
-                    self._run_epoch(plan, train_loader, val_loader, interval)
-                self._call("on_fit_end", plan)
+                with batch_norm:
+                    self._call("on_fit_start", plan)
+                    while not self.should_stop and self.current_epoch < self.max_epochs:
+                        self._run_epoch(plan, train_loader, val_loader, interval)
+                    self._call("on_fit_end", plan)
             except BaseException as exc:
                 self._call("on_exception", plan, exc)
                 raise
+            finally:
+                if self.dist.enabled:
+                    plan.set_metrics_reduction(None)
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this process writes files and logs: always alone, rank 0 under DDP."""
+        return self.dist.is_main
 
     def _run_epoch(self, plan, train_loader, val_loader, interval: int | None) -> None:
         epoch = self.current_epoch
@@ -202,6 +238,7 @@ class Trainer:
             )
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            self.dist.average_gradients(self._clip_params)
             if self.gradient_clip_val is not None:
                 self.grad_norm = torch.nn.utils.clip_grad_norm_(self._clip_params, self.gradient_clip_val)
             self.optimizer.step()
@@ -299,51 +336,18 @@ class Trainer:
             "should_stop": self.should_stop,
             "stop_reason": self.stop_reason,
             "rng": get_rng_states(self.device),
+            # Under DDP every rank's own RNG states (dropout, sampling), in rank order.
+            "rng_ranks": self.dist.all_gather_object(get_rng_states(self.device)) if self.dist.enabled else [],
         }
 
     def save_checkpoint(self, path: str | os.PathLike) -> None:
-        """Write :meth:`checkpoint_state` to ``path`` atomically, with its SHA-256 beside it."""
-        write_checkpoint(self.checkpoint_state(), path)
+        """Write :meth:`checkpoint_state` to ``path`` atomically, with its SHA-256 beside it.
+
+        Under DDP every rank calls it (the state gathers each rank's RNG states); rank 0 writes.
+        """
+        state = self.checkpoint_state()
+        if self.is_main:
+            write_checkpoint(state, path)
 
     def _restore(self, path, plan) -> None:
-        ckpt = load_checkpoint(path, verify=False)
-        check_module_state(path, ckpt["module"], plan.module.state_dict())
-        verify_checkpoint(path)  # after the shapes: a checkpoint of another run is named as such
-        plan.module.load_state_dict(ckpt["module"])
-        if (ckpt["scheduler"] is None) != (self.scheduler is None):
-            raise ValueError(
-                f"checkpoint {path} was written for another model/run: it "
-                f"{'has no' if ckpt['scheduler'] is None else 'has a'} LR scheduler state but this plan "
-                f"{'has one' if self.scheduler is not None else 'has none'}; resume with the same reduce_lr_on_plateau."
-            )
-        try:
-            self.optimizer.load_state_dict(ckpt["optimizer"])
-        except (ValueError, KeyError) as exc:
-            raise ValueError(
-                f"checkpoint {path} was written for another model/run: optimizer state does not fit ({exc})."
-            ) from exc
-        if self.scheduler is not None:
-            self.scheduler.load_state_dict(ckpt["scheduler"])
-        plan_state = ckpt.get("plan") or {}
-        if hasattr(plan, "load_state_dict"):
-            try:
-                plan.load_state_dict(plan_state)
-            except ValueError as exc:
-                raise ValueError(f"checkpoint {path}: {exc}") from exc
-        elif plan_state:
-            raise ValueError(
-                f"checkpoint {path} was written for another training plan: it holds plan state "
-                f"({sorted(plan_state)}) that {type(plan).__name__} cannot restore; resume with the same plan."
-            )
-        saved_callbacks = ckpt["callbacks"]
-        for key, callback in self._callback_keys():
-            if key in saved_callbacks and hasattr(callback, "load_state_dict"):
-                callback.load_state_dict(saved_callbacks[key])
-        self.current_epoch = self._epochs_completed = int(ckpt["epoch"])
-        self.global_step = int(ckpt["global_step"])
-        self.history = [dict(row) for row in ckpt["history"]]
-        self.restored_epochs = len(self.history)
-        self.logged_metrics = self.history[-1] if self.history else {}
-        self.should_stop = bool(ckpt["should_stop"])
-        self.stop_reason = ckpt["stop_reason"]
-        set_rng_states(ckpt["rng"], self.device)
+        restore_fit_state(self, path, plan)

@@ -79,9 +79,12 @@ class ModelCheckpoint(MonitorCallback):
         epoch = trainer.current_epoch
         if (epoch + 1) % self.every_n_epochs != 0:
             return
-        if self.every_n_seconds is not None and time.monotonic() - self._last_save_time < self.every_n_seconds:
-            return
-        self._save_epoch(trainer)
+        due = self.every_n_seconds is None or time.monotonic() - self._last_save_time >= self.every_n_seconds
+        dist = getattr(trainer, "dist", None)
+        if dist is not None and dist.enabled:
+            due = dist.any(due)  # clocks differ between ranks; all save the same epochs, or none
+        if due:
+            self._save_epoch(trainer)
 
     def save_now(self, trainer) -> None:
         """Save the epoch that just ended, unless it is saved already (call from ``on_train_epoch_end``)."""
@@ -102,11 +105,12 @@ class ModelCheckpoint(MonitorCallback):
         if not (improved or self.save_last):
             return
         # Taken after updating our own fields, so each file remembers the best score it knows.
-        state = trainer.checkpoint_state()
-        if improved:
-            write_checkpoint(state, self.best_model_path)
-        if self.save_last:
-            write_checkpoint(state, self.last_model_path)
+        state = trainer.checkpoint_state()  # under DDP a collective: every rank gets here
+        if getattr(trainer, "is_main", True):
+            if improved:
+                write_checkpoint(state, self.best_model_path)
+            if self.save_last:
+                write_checkpoint(state, self.last_model_path)
         self._last_save_time = time.monotonic()
 
     def on_fit_end(self, trainer, plan) -> None:
@@ -115,7 +119,9 @@ class ModelCheckpoint(MonitorCallback):
         if self._last_saved_epoch != trainer.history[-1]["epoch"]:
             self._last_saved_epoch = trainer.history[-1]["epoch"]
             self.last_model_path = str(self.dirpath / "last.ckpt")
-            write_checkpoint(trainer.checkpoint_state(), self.last_model_path)
+            state = trainer.checkpoint_state()
+            if getattr(trainer, "is_main", True):
+                write_checkpoint(state, self.last_model_path)
 
     def state_dict(self) -> dict[str, Any]:
         # Paths are not saved: they follow this callback's dirpath, so a moved folder still resumes.

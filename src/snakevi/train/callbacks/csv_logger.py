@@ -36,4 +36,5 @@ class CSVLogger(Callback):
         self.path = Path(path)
 
     def on_train_epoch_end(self, trainer, plan) -> None:
-        atomic_write_text(history_to_csv(trainer.history), self.path)
+        if getattr(trainer, "is_main", True):  # under DDP every rank has the same history; one writes
+            atomic_write_text(history_to_csv(trainer.history), self.path)

@@ -16,7 +16,9 @@ class ProgressBar(Callback):
     def on_fit_start(self, trainer, plan) -> None:
         from tqdm.auto import tqdm  # imported here: only runs with a bar pay for it
 
+        # Under DDP one bar, rank 0's (every rank has the same epochs and metrics).
         self._bar = tqdm(
+            disable=not getattr(trainer, "is_main", True),
             total=trainer.max_epochs,
             initial=trainer.current_epoch,
             desc=f"Epoch {trainer.current_epoch + 1}/{trainer.max_epochs}",
