@@ -356,7 +356,7 @@ class BaseModelClass(TrainingDeclaration):
         is applied to it. ``model.pt`` must be the file that was saved (its SHA-256 is in
         ``model.json``); ``verify=False`` loads weights that were edited on purpose.
         """
-        return persistence.load_model(cls, dir_path, adata, accelerator=accelerator, verify=verify)
+        return persistence.load_into_class(cls, dir_path, adata, accelerator=accelerator, verify=verify)
 
     def __repr__(self) -> str:
         s = self.summary

@@ -41,7 +41,7 @@ def save_model(model: BaseModelClass, dir_path: str | os.PathLike, *, overwrite:
     bundle.write_bundle(dir_path, model.module.state_dict(), meta, overwrite=overwrite)
 
 
-def load_model(
+def load_into_class(
     cls: type[BaseModelClass],
     dir_path: str | os.PathLike,
     adata: AnnData | CellData,
