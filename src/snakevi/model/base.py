@@ -7,14 +7,14 @@ travels on the AnnData (``adata.uns``) or inside a :class:`~snakevi.data.CellDat
 
 from __future__ import annotations
 
-import copy
 import os
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from snakevi import __version__
-from snakevi.model import bundle
+from snakevi.model import persistence
+# history_columns is imported for its old import path (snakevi.model.base.history_columns).
+from snakevi.model.history import continued_history, history_columns, history_frame  # noqa: F401
 from snakevi.model.phases import TrainingDeclaration
 
 if TYPE_CHECKING:  # pragma: no cover - imports for type checkers only
@@ -68,7 +68,7 @@ class BaseModelClass(TrainingDeclaration):
         import pandas (half a second of every train job).
         """
         if self._history_frame is None:
-            self._history_frame = _history_frame(self._history_records)
+            self._history_frame = history_frame(self._history_records)
         return self._history_frame
 
     @property
@@ -337,20 +337,7 @@ class BaseModelClass(TrainingDeclaration):
         (model class, constructor parameters, registry with var_names and category mappings,
         history, split indices, snakevi version). The write is atomic.
         """
-        meta = {
-            "model_name": type(self).__name__,
-            "snakevi_version": __version__,
-            "init_params": self.init_params,
-            "registry": self.registry,
-            "is_trained": self.is_trained,
-            "history": _json_records(self.history_records),
-            "split": {
-                "train": _index_list(self.train_indices),
-                "validation": _index_list(self.validation_indices),
-                "test": _index_list(self.test_indices),
-            },
-        }
-        bundle.write_bundle(dir_path, self.module.state_dict(), meta, overwrite=overwrite)
+        persistence.save_model(self, dir_path, overwrite=overwrite)
 
     @classmethod
     def load(
@@ -369,41 +356,7 @@ class BaseModelClass(TrainingDeclaration):
         is applied to it. ``model.pt`` must be the file that was saved (its SHA-256 is in
         ``model.json``); ``verify=False`` loads weights that were edited on purpose.
         """
-        from snakevi.data import CellData, transfer_setup
-        from snakevi.data.compatibility import check_compatible
-        from snakevi.train.device import resolve_device
-
-        state_dict, meta = bundle.read_bundle(dir_path, verify=verify)
-        if meta.get("model_name") != cls.__name__:
-            raise bundle.ModelFileError(
-                f"{dir_path} holds a {meta.get('model_name')} model; load it with "
-                f"snakevi.model.{meta.get('model_name')}.load, not {cls.__name__}.load."
-            )
-        registry = meta["registry"]
-        if isinstance(adata, CellData):
-            check_compatible(registry, adata, context=f"{dir_path}: ")
-            data_arg = adata
-        else:
-            transfer_setup(adata, registry)
-            data_arg = adata
-        params = dict(meta["init_params"])
-        seed = params.pop("seed", 0)
-        model = cls(data_arg, seed=seed, **params)
-        try:
-            model.module.load_state_dict(state_dict, strict=True)
-        except RuntimeError as err:
-            raise bundle.ModelFileError(
-                f"The weights in {dir_path} do not fit a {cls.__name__} built from its saved parameters: {err}"
-            ) from err
-        model.module.to(resolve_device(accelerator))
-        model.module.eval()
-        model.is_trained = bool(meta.get("is_trained", False))
-        model.history_records = meta.get("history", [])
-        split = meta.get("split", {})
-        model.train_indices = _index_array(split.get("train"))
-        model.validation_indices = _index_array(split.get("validation"))
-        model.test_indices = _index_array(split.get("test"))
-        return model
+        return persistence.load_into_class(cls, dir_path, adata, accelerator=accelerator, verify=verify)
 
     def __repr__(self) -> str:
         s = self.summary
@@ -412,72 +365,3 @@ class BaseModelClass(TrainingDeclaration):
             f"{type(self).__name__}({state}; n_obs={s['n_obs']}, n_vars={s['n_vars']}, "
             f"n_batch={s['n_batch']}, n_labels={s['n_labels']}; params={self.init_params})"
         )
-
-
-def _history_frame(rows: list[dict]) -> pd.DataFrame:
-    """Per-epoch history rows -> DataFrame indexed by epoch, one column per metric."""
-    import pandas as pd
-
-    if not rows:
-        return pd.DataFrame()
-    frame = pd.DataFrame.from_records(copy.deepcopy(list(rows)))
-    if "epoch" in frame.columns:
-        frame = frame.set_index("epoch")
-    return frame
-
-
-def continued_history(previous: list[dict], new: list[dict], n_restored: int = 0) -> list[dict]:
-    """The history after a further ``train()`` call: ``previous`` rows, then ``new`` ones numbered on.
-
-    Each call's trainer numbers its epochs from 0 (and, as in scvi-tools, restarts the KL
-    warm-up and the optimizer); the model's history goes on counting, as scvi-tools'
-    ``TrainRunner._update_history`` concatenates with a shifted index. A resumed fit
-    (``ckpt_path``) starts with ``n_restored`` rows from its checkpoint: when ``previous``
-    already ends with them (the model ran that fit itself and is now taking it further),
-    they replace those rows instead of being counted twice.
-    """
-    if n_restored and len(previous) >= n_restored and _same_rows(previous[-n_restored:], new[:n_restored]):
-        previous = previous[:-n_restored]
-    start = int(previous[-1]["epoch"]) + 1 if previous and previous[-1].get("epoch") is not None else len(previous)
-    return [dict(row) for row in previous] + [{**row, "epoch": start + i} for i, row in enumerate(new)]
-
-
-def _same_rows(a: list[dict], b: list[dict]) -> bool:
-    """Rows equal but for ``epoch``; a missing, None or NaN metric counts as the same gap
-    (a history read back from model.json has None where the trainer's row had no entry)."""
-    def value(row, key):
-        v = row.get(key)
-        return None if v is None or (isinstance(v, float) and v != v) else v
-
-    for ra, rb in zip(a, b, strict=True):
-        keys = (set(ra) | set(rb)) - {"epoch"}
-        if any(value(ra, k) != value(rb, k) for k in keys):
-            return False
-    return True
-
-
-def history_columns(rows: list[dict]) -> list[str]:
-    """Every key of ``rows`` in first-seen order (a DataFrame's columns), ``epoch`` first if present."""
-    names = list(dict.fromkeys(key for row in rows for key in row))
-    return (["epoch"] if "epoch" in names else []) + [n for n in names if n != "epoch"]
-
-
-def _json_records(rows: list[dict]) -> list[dict]:
-    """``rows`` as JSON-ready records over all columns; a metric missing in an epoch (no
-    validation that epoch) or not finite becomes null, since JSON has no NaN."""
-    columns = history_columns(rows)
-    return [{c: _finite_or_none(row.get(c)) for c in columns} for row in rows]
-
-
-def _finite_or_none(value):
-    if value is None or (isinstance(value, float) and not np.isfinite(value)):
-        return None
-    return value.item() if isinstance(value, np.generic) else value
-
-
-def _index_list(indices) -> list[int] | None:
-    return None if indices is None else [int(i) for i in np.asarray(indices)]
-
-
-def _index_array(values) -> np.ndarray | None:
-    return None if values is None else np.asarray(values, dtype=np.int64)
