@@ -143,6 +143,7 @@ class BaseModelClass(TrainingDeclaration):
         *,
         accelerator: str = "auto",
         devices: int | str | Sequence[int] = "auto",
+        strategy: str = "auto",
         train_size: float | None = None,
         validation_size: float | None = None,
         shuffle_set_split: bool = True,
@@ -173,8 +174,11 @@ class BaseModelClass(TrainingDeclaration):
         max_epochs
             Passes through the data. ``None`` uses scvi-tools' heuristic
             ``max(1, min(round(20000 / n_obs * 400), 400))``.
-        accelerator, devices
-            ``"auto"`` picks CUDA, then MPS, then CPU; one device at a time.
+        accelerator, devices, strategy
+            ``"auto"`` picks CUDA, then MPS, then CPU. ``devices=N`` (N > 1) trains with N
+            processes, one device each (DDP; ``batch_size`` cells per process and minibatch):
+            under torchrun or ``srun`` this process is one of them; started alone, the model
+            starts them itself and takes rank 0's result (see :class:`~snakevi.train.Trainer`).
         train_size, validation_size
             Fractions of cells; ``None`` means 0.9 for training and the rest for validation.
         shuffle_set_split
@@ -222,9 +226,13 @@ class BaseModelClass(TrainingDeclaration):
         -------
         The model itself, so calls can be chained.
         """
+        arguments = {k: v for k, v in locals().items() if k not in ("self", "devices")}  # before any other name
         from snakevi.data.device_loader import resolve_data_on_device
+        from snakevi.model.train_processes import needs_spawn, train_in_processes
         from snakevi.train import EarlyStopping, LearningRateMonitor, Trainer
 
+        if needs_spawn(devices):  # devices=N from a plain session: N processes train, this model gets the result
+            return train_in_processes(self, devices, arguments)
         seed = self.seed if seed is None else seed
         data = self.data
         if max_epochs is None:
@@ -269,6 +277,7 @@ class BaseModelClass(TrainingDeclaration):
             max_epochs=max_epochs,
             accelerator=accelerator,
             devices=devices,
+            strategy=strategy,
             check_val_every_n_epoch=check_val_every_n_epoch,
             gradient_clip_val=gradient_clip_val,
             callbacks=all_callbacks,

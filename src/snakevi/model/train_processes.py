@@ -32,8 +32,10 @@ def _dist_initialized() -> bool:
 
 def train_in_processes(model, devices: int, train_kwargs: dict[str, Any]):
     """Train ``model`` with ``devices`` processes; load rank 0's result into it and return it."""
+    from snakevi.train.distributed_setup import rank_device
     from snakevi.train.launch import spawn
 
+    rank_device(train_kwargs.get("accelerator", "auto"), devices)  # too many processes: refused here, not in N ranks
     payload = {
         "cls": type(model), "data": model.data, "init_params": model.init_params,
         "weights": {k: v.detach().cpu() for k, v in model.module.state_dict().items()},

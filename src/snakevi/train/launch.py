@@ -11,7 +11,12 @@ from __future__ import annotations
 import os
 import pickle
 import socket
+import tempfile
 from typing import Any, Callable
+
+
+class RankFailedError(RuntimeError):
+    """One process of a multi-process run raised or died; the others were stopped."""
 
 
 def free_port() -> int:
@@ -21,7 +26,8 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _rank_main(rank: int, fn: Callable, args: tuple, world_size: int, port: int, threads: int, results) -> None:
+def _rank_main(rank: int, fn: Callable, args: tuple, world_size: int, port: int, threads: int,
+               result_path: str) -> None:
     os.environ.update({
         "RANK": str(rank), "WORLD_SIZE": str(world_size), "LOCAL_RANK": str(rank),
         "LOCAL_WORLD_SIZE": str(world_size), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
@@ -37,9 +43,11 @@ def _rank_main(rank: int, fn: Callable, args: tuple, world_size: int, port: int,
         # an active exception", SIGABRT).
         dist.destroy_process_group()
     if rank == 0:
-        # Plain pickle bytes: a tensor sent as such would point into this process's shared
-        # memory, which is gone once the rank exits.
-        results.put(pickle.dumps(result))
+        # A file, not a queue: the parent reads only after every rank ended, and a pipe would
+        # block a result larger than its buffer (the weights) forever. Plain pickle: a tensor
+        # sent through torch's queues would point into this process's shared memory.
+        with open(result_path, "wb") as fh:
+            pickle.dump(result, fh)
 
 
 def spawn(fn: Callable, nprocs: int, args: tuple = (), *, threads: int | None = None) -> Any:
@@ -59,17 +67,31 @@ def spawn(fn: Callable, nprocs: int, args: tuple = (), *, threads: int | None = 
 
     Raises
     ------
-    torch.multiprocessing.ProcessRaisedException
-        A rank raised (its traceback is in the message); the other ranks were terminated.
+    RankFailedError
+        A rank raised (its error is in the message, its traceback in ``__cause__``) or died;
+        the other ranks were terminated.
     """
-    import multiprocessing
-
-    import torch.multiprocessing as mp
-
     if not isinstance(nprocs, int) or nprocs < 1:
         raise ValueError(f"nprocs={nprocs!r}: expected an int >= 1.")
     threads = threads or max(1, (os.cpu_count() or 1) // nprocs)
-    results = multiprocessing.get_context("spawn").SimpleQueue()
-    mp.start_processes(_rank_main, args=(fn, args, nprocs, free_port(), threads, results), nprocs=nprocs,
-                       join=True, start_method="spawn")
-    return pickle.loads(results.get())  # noqa: S301 - bytes this function's own ranks wrote
+    with tempfile.TemporaryDirectory(prefix="snakevi-ranks-") as tmp:
+        result_path = os.path.join(tmp, "rank0.pickle")
+        _start(fn, args, nprocs, threads, result_path)
+        with open(result_path, "rb") as fh:
+            return pickle.load(fh)  # noqa: S301 - written by this function's own rank 0
+
+
+def _start(fn: Callable, args: tuple, nprocs: int, threads: int, result_path: str) -> None:
+    import torch.multiprocessing as mp
+
+    try:
+        mp.start_processes(_rank_main, args=(fn, args, nprocs, free_port(), threads, result_path), nprocs=nprocs,
+                           join=True, start_method="spawn")
+    except mp.ProcessRaisedException as err:
+        # The rank's traceback is in err.msg; its last line is the error a person needs.
+        last = [line for line in str(err.msg).strip().splitlines() if line.strip()][-1]
+        raise RankFailedError(f"training process {err.error_index} of {nprocs} failed: {last}") from err
+    except mp.ProcessExitedException as err:
+        raise RankFailedError(
+            f"training process {err.error_index} of {nprocs} died ({err}); the other processes were stopped."
+        ) from err

@@ -1,0 +1,46 @@
+"""``SCVI.train(devices=2)`` from a plain session: two CPU processes train, the model gets the result."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from snakevi.data import simulate
+from snakevi.model import SCVI
+from snakevi.train.launch import RankFailedError
+
+ARGS = {"max_epochs": 2, "accelerator": "cpu", "batch_size": 32, "enable_progress_bar": False,
+        "check_val_every_n_epoch": 1}
+
+
+@pytest.fixture(scope="module")
+def adata():
+    adata = simulate(160, 30, seed=1)
+    SCVI.setup_anndata(adata, batch_key="batch")
+    return adata
+
+
+def test_scvi_trains_with_two_processes_and_repeats_itself(adata):
+    first, second = SCVI(adata, n_latent=4), SCVI(adata, n_latent=4)
+    start = {k: v.clone() for k, v in first.module.state_dict().items()}
+    first.train(devices=2, **ARGS)
+    second.train(devices=2, **ARGS)
+    assert first.is_trained and len(first.history_records) == 2
+    assert first.history_records == second.history_records
+    weights, again = first.module.state_dict(), second.module.state_dict()
+    assert all(torch.equal(weights[k], again[k]) for k in weights)  # same seed, same processes: same model
+    assert not torch.equal(weights["z_encoder.mean_encoder.weight"], start["z_encoder.mean_encoder.weight"])
+    assert first.get_latent_representation().shape == (160, 4)
+    assert len(first.train_indices) + len(first.validation_indices) == 160
+    assert np.isfinite(first.history_records[-1]["elbo_validation"])
+
+
+def test_what_ddp_does_not_do_yet_is_refused_with_its_reason(adata):
+    with pytest.raises(RankFailedError, match="batch classifier's gradients are not yet averaged"):
+        SCVI(adata).train(devices=2, adversarial_classifier=True, **ARGS)
+
+
+def test_more_processes_than_cores_is_refused_before_any_starts(adata):
+    with pytest.raises(ValueError, match=r"devices=64: more training processes than CPU cores"):
+        SCVI(adata).train(devices=64, **ARGS)
