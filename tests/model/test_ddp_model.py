@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
 
 from snakevi.data import simulate
 from snakevi.model import SCVI
-from snakevi.train.launch import RankFailedError
+from snakevi.train.launch import RankFailedError, free_port
 
 ARGS = {"max_epochs": 2, "accelerator": "cpu", "batch_size": 32, "enable_progress_bar": False,
         "check_val_every_n_epoch": 1}
@@ -44,3 +49,36 @@ def test_what_ddp_does_not_do_yet_is_refused_with_its_reason(adata):
 def test_more_processes_than_cores_is_refused_before_any_starts(adata):
     with pytest.raises(ValueError, match=r"devices=64: more training processes than CPU cores"):
         SCVI(adata).train(devices=64, **ARGS)
+
+
+TORCHRUN_SCRIPT = """
+import json, sys
+import torch.distributed as dist
+from snakevi.data import simulate
+from snakevi.model import SCVI
+
+adata = simulate(160, 30, seed=1)
+SCVI.setup_anndata(adata, batch_key="batch")
+model = SCVI(adata, n_latent=4).train(max_epochs=2, accelerator="cpu", batch_size=32, enable_progress_bar=False,
+                                      check_val_every_n_epoch=1)
+weight = float(model.module.state_dict()["z_encoder.mean_encoder.weight"].sum())
+print(json.dumps({"rank": model.trainer.dist.rank, "world": model.trainer.dist.world_size, "weight": weight,
+                  "epochs": len(model.history_records)}))
+"""
+
+
+def test_under_torchrun_each_process_is_a_rank_of_one_run(tmp_path, adata):
+    # torchrun sets RANK/WORLD_SIZE/...: train(devices="auto") joins its group, no spawn.
+    script = tmp_path / "train.py"
+    script.write_text(TORCHRUN_SCRIPT)
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+                           "--master-port", str(free_port()), str(script)],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = sorted((json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")),
+                   key=lambda r: r["rank"])
+    assert [(r["rank"], r["world"], r["epochs"]) for r in ranks] == [(0, 2, 2), (1, 2, 2)]
+    assert ranks[0]["weight"] == ranks[1]["weight"]  # one model on every rank
+    # ... the same model SCVI.train(devices=2) makes by starting the processes itself.
+    spawned = SCVI(adata, n_latent=4).train(devices=2, **ARGS)
+    assert float(spawned.module.state_dict()["z_encoder.mean_encoder.weight"].sum()) == ranks[0]["weight"]
