@@ -4,9 +4,11 @@
 # would point there, not at this checkout. Default: the checkout this Snakefile lives in
 # (two folders above this file). A workflow used as a module from a remote source has no local
 # checkout: the user sets SNAKEVI_SOURCE, e.g. to git+https://github.com/<owner>/snakevi.git
-# or to a local clone. The env's hash is of the yaml text, so every checkout shares one env,
-# installed editable from the checkout that created it first; rebuild it (delete
-# .snakemake/conda/<hash>*) to point it at another checkout.
+# or to a local clone. Snakemake names an env by the yaml text plus the folder of the envs
+# (.snakemake/conda of the working directory, or --conda-prefix), not by SNAKEVI_SOURCE: runs that
+# share a --conda-prefix share one env, installed editable from the checkout that created it
+# first. Accepted (the env's packages are the same; only the editable link differs); delete
+# <prefix>/<hash>* to point it at another checkout.
 import os as _os
 
 # workflow.current_basedir is this file's folder (workflow/rules/): a local path as a str, or
