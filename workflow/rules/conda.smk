@@ -15,4 +15,7 @@ import os as _os
 # for a remote module a URL (not local: leave SNAKEVI_SOURCE to the user).
 _rules_dir = str(workflow.current_basedir)
 if "://" not in _rules_dir:
-    _os.environ.setdefault("SNAKEVI_SOURCE", _os.path.dirname(_os.path.dirname(_os.path.abspath(_rules_dir))))
+    _os.environ.setdefault(
+        "SNAKEVI_SOURCE",
+        _os.path.dirname(_os.path.dirname(_os.path.abspath(_rules_dir))),
+    )
