@@ -62,8 +62,11 @@ SCVI.setup_anndata(adata, batch_key="batch")
 model = SCVI(adata, n_latent=4).train(max_epochs=2, accelerator="cpu", batch_size=32, enable_progress_bar=False,
                                       check_val_every_n_epoch=1)
 weight = float(model.module.state_dict()["z_encoder.mean_encoder.weight"].sum())
-print(json.dumps({"rank": model.trainer.dist.rank, "world": model.trainer.dist.world_size, "weight": weight,
-                  "epochs": len(model.history_records)}))
+# One file per rank: two processes printing to one pipe can interleave their lines.
+rank = model.trainer.dist.rank
+with open(f"{sys.argv[1]}/rank{rank}.json", "w") as fh:
+    json.dump({"rank": rank, "world": model.trainer.dist.world_size, "weight": weight,
+               "epochs": len(model.history_records)}, fh)
 """
 
 
@@ -72,11 +75,10 @@ def test_under_torchrun_each_process_is_a_rank_of_one_run(tmp_path, adata):
     script = tmp_path / "train.py"
     script.write_text(TORCHRUN_SCRIPT)
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-                           "--master-port", str(free_port()), str(script)],
+                           "--master-port", str(free_port()), str(script), str(tmp_path)],
                           capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
-    ranks = sorted((json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")),
-                   key=lambda r: r["rank"])
+    ranks = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in range(2)]
     assert [(r["rank"], r["world"], r["epochs"]) for r in ranks] == [(0, 2, 2), (1, 2, 2)]
     assert ranks[0]["weight"] == ranks[1]["weight"]  # one model on every rank
     # ... the same model SCVI.train(devices=2) makes by starting the processes itself.
