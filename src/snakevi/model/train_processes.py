@@ -17,17 +17,11 @@ import numpy as np
 
 def needs_spawn(devices) -> bool:
     """Whether ``train(devices=...)`` must start its own processes (N > 1 and no launcher)."""
-    from snakevi.train.distributed import environment_world
+    from snakevi.train.distributed import environment_world, in_process_group
 
-    if _dist_initialized() or environment_world() is not None:
+    if in_process_group() or environment_world() is not None:
         return False  # a launcher started this process: the Trainer joins its group
     return isinstance(devices, int) and not isinstance(devices, bool) and devices > 1
-
-
-def _dist_initialized() -> bool:
-    import torch.distributed as dist
-
-    return dist.is_available() and dist.is_initialized()
 
 
 def train_in_processes(model, devices: int, train_kwargs: dict[str, Any]):

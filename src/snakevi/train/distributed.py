@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.distributed as dist  # loaded by `import torch` already: no start-up cost
 
 #: The variables a launcher sets for each rank (torchrun's names; srun's are mapped to them).
 ENV_KEYS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
@@ -40,6 +41,11 @@ def environment_world() -> tuple[int, int, int] | None:
     return None
 
 
+def in_process_group() -> bool:
+    """Whether torch's process group already exists in this process (the caller created it)."""
+    return dist.is_available() and dist.is_initialized()
+
+
 @dataclass
 class Distributed:
     """This process's place in a training run, and the collectives the trainer needs.
@@ -53,15 +59,12 @@ class Distributed:
         This process's index, the number of processes, and its index on this node.
     backend
         ``"gloo"`` (CPU) or ``"nccl"`` (CUDA); None when single-process.
-    owns_group
-        Whether :meth:`close` destroys the process group (it was created here, not by the caller).
     """
 
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
     backend: str | None = None
-    owns_group: bool = False
     _device: torch.device = field(default_factory=lambda: torch.device("cpu"), repr=False)
 
     @property
@@ -79,8 +82,6 @@ class Distributed:
         """``tensor`` summed over the ranks (a new tensor; the input is left as it was)."""
         if not self.enabled:
             return tensor
-        import torch.distributed as dist
-
         out = tensor.detach().clone().to(self._device)
         dist.all_reduce(out, op=dist.ReduceOp.SUM)
         return out.to(tensor.device)
@@ -89,8 +90,6 @@ class Distributed:
         """True on every rank when ``flag`` is True on at least one."""
         if not self.enabled:
             return bool(flag)
-        import torch.distributed as dist
-
         value = torch.tensor([1.0 if flag else 0.0], device=self._device)
         dist.all_reduce(value, op=dist.ReduceOp.MAX)
         return bool(value.item() > 0)
@@ -99,28 +98,14 @@ class Distributed:
         """Every rank's ``obj``, in rank order (pickled: small objects only, e.g. RNG states)."""
         if not self.enabled:
             return [obj]
-        import torch.distributed as dist
-
         out: list[Any] = [None] * self.world_size
         dist.all_gather_object(out, obj)
         return out
-
-    def broadcast_object(self, obj: Any, src: int = 0) -> Any:
-        """Rank ``src``'s ``obj`` on every rank."""
-        if not self.enabled:
-            return obj
-        import torch.distributed as dist
-
-        box = [obj]
-        dist.broadcast_object_list(box, src=src)
-        return box[0]
 
     def broadcast_module(self, module: torch.nn.Module, src: int = 0) -> None:
         """Copy rank ``src``'s parameters and buffers into every rank's ``module`` (in place)."""
         if not self.enabled:
             return
-        import torch.distributed as dist
-
         with torch.no_grad():
             for tensor in list(module.parameters()) + list(module.buffers()):
                 dist.broadcast(tensor.data, src=src)
@@ -134,8 +119,6 @@ class Distributed:
         """
         if not self.enabled or not params:
             return
-        import torch.distributed as dist
-
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
         has_grad = torch.tensor([p.grad is not None for p in params], dtype=grads[0].dtype, device=grads[0].device)
         flat = torch.cat([g.reshape(-1) for g in grads] + [has_grad])
@@ -150,22 +133,6 @@ class Distributed:
                 p.grad.copy_(mean)
             elif p_used:
                 p.grad = mean.clone()
-
-    def barrier(self) -> None:
-        """Wait until every rank arrives here."""
-        if self.enabled:
-            import torch.distributed as dist
-
-            dist.barrier()
-
-    def close(self) -> None:
-        """Destroy the process group if this object created it."""
-        if self.enabled and self.owns_group:
-            import torch.distributed as dist
-
-            if dist.is_initialized():
-                dist.destroy_process_group()
-            self.owns_group = False
 
 
 SINGLE_PROCESS = Distributed()
@@ -190,14 +157,11 @@ def join_process_group(device: torch.device, devices, *, timeout_s: float = DEFA
         ``devices`` disagrees with the launcher's world size, or DDP was asked for without a
         launcher (no ``WORLD_SIZE``/``RANK`` in the environment).
     """
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
+    existing = in_process_group()
+    if existing:
         world = (dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", dist.get_rank())))
-        owns = False
     else:
         world = environment_world()
-        owns = True
     if world is None:
         raise ValueError(
             f"devices={devices!r} asks for several training processes, but this process was not started "
@@ -212,7 +176,7 @@ def join_process_group(device: torch.device, devices, *, timeout_s: float = DEFA
             f"pass devices='auto' or devices={world_size}."
         )
     backend = "nccl" if device.type == "cuda" else "gloo"
-    if owns and world_size > 1:
+    if not existing and world_size > 1:
         dist.init_process_group(backend, init_method="env://", rank=rank, world_size=world_size,
                                 timeout=datetime.timedelta(seconds=timeout_s))
-    return Distributed(rank, world_size, local_rank, backend, owns_group=owns and world_size > 1, _device=device)
+    return Distributed(rank, world_size, local_rank, backend, _device=device)

@@ -201,7 +201,7 @@ class Trainer:
             self.optimizer, self.scheduler = plan.configure_optimizers()
             self._clip_params = [p for group in self.optimizer.param_groups for p in group["params"]]
             if ckpt_path is not None:
-                self._restore(ckpt_path, plan)
+                restore_fit_state(self, ckpt_path, plan)
             batch_norm = global_batch_norm(plan.module) if self.dist.enabled else nullcontext()
             try:
                 with batch_norm:
@@ -348,6 +348,3 @@ class Trainer:
         state = self.checkpoint_state()
         if self.is_main:
             write_checkpoint(state, path)
-
-    def _restore(self, path, plan) -> None:
-        restore_fit_state(self, path, plan)
