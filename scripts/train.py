@@ -20,4 +20,7 @@ with step_logging(sm.log[0], step=f"train {sm.wildcards.run}", ends_process=True
         seed=sm.params.seed,
         accelerator=sm.params.accelerator,
         threads=sm.threads,
+        devices=sm.params.devices,
+        nodes=sm.params.nodes,
+        launcher=sm.params.launcher,
     )

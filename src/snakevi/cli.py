@@ -147,6 +147,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model-class", default="scvi", choices=list(MODELS),
                    help="scanvi: scVI first, then scANVI from it (needs labels and an unlabeled category); "
                         "linear_scvi: scVI with a linear decoder (gene loadings)")
+    s.add_argument("--devices", type=int, default=None,
+                   help="train with this many processes per node (one GPU each on CUDA); left out: one, or as "
+                        "many as torchrun/srun started")
+    s.add_argument("--nodes", type=int, default=1, help="nodes of a SLURM allocation to train on (srun)")
+    s.add_argument("--launcher", default="auto", choices=["auto", "local", "srun", "torchrun"],
+                   help="how this command starts the processes of --devices N (auto: srun in a SLURM job, else local)")
 
     s = add("export", "write the embedding .h5ad (obsm latent, optional normalized layer)")
     s.add_argument("--model", required=True, help="model folder from `snakevi train`")
@@ -241,7 +247,7 @@ def _dispatch(args) -> None:
               checkpoint_dir=args.checkpoint_dir, checkpoint_every_seconds=args.checkpoint_every_seconds,
               model_params=args.model_params, train_params=args.train_params, seed=args.seed,
               accelerator=args.accelerator, threads=args.threads, enable_progress_bar=args.progress_bar,
-              model_class=args.model_class)
+              model_class=args.model_class, devices=args.devices, nodes=args.nodes, launcher=args.launcher)
     elif cmd == "export":
         from snakevi.steps.export import export
 

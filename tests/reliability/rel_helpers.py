@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -59,3 +63,60 @@ def tiny_adata(n_cells: int = 60, n_genes: int = 30, seed: int = 0):
     adata = simulate(n_cells=n_cells, n_genes=n_genes, n_batches=2, n_groups=2, seed=seed)
     adata.obs["donor"] = pd.Categorical(np.where(np.arange(n_cells) % 3 == 0, "d0", "d1"))
     return adata
+
+
+def wait_for_checkpoint(proc: subprocess.Popen, ckpt: Path, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not ckpt.is_file():
+        assert proc.poll() is None, f"train exited ({proc.returncode}) before writing {ckpt}"
+        assert time.monotonic() < deadline, f"no checkpoint after {timeout} s"
+        time.sleep(0.01)
+
+
+def assert_same_result(out: Path, ref: Path, epochs: int) -> None:
+    """Same weights (every tensor equal) and the same history file, byte for byte."""
+    import torch
+
+    got = torch.load(out / "model" / "model.pt", weights_only=True)
+    want = torch.load(ref / "model" / "model.pt", weights_only=True)
+    assert got.keys() == want.keys()
+    different = [k for k in want if not torch.equal(got[k], want[k])]
+    assert different == [], f"tensors differ from the uninterrupted run: {different[:5]}"
+    assert (out / "history.csv").read_text() == (ref / "history.csv").read_text()
+    assert len(pd.read_csv(out / "history.csv")) == epochs
+
+
+def checkpoint_epoch(out: Path) -> int:
+    import torch
+
+    return int(torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["epoch"])
+
+
+def prepare_resume_data(folder: Path) -> tuple[Path, Path]:
+    """``(registry, prepared)`` of 1000 cells x 40 genes, batch size 32 (about 30 steps per epoch)."""
+    from snakevi.steps import prepare, register
+
+    tiny_adata(n_cells=1000, n_genes=40).write_h5ad(folder / "data.h5ad")
+    register(folder / "data.h5ad", folder / "registry.json", batch_key="batch")
+    prepare(folder / "data.h5ad", folder / "registry.json", folder / "prepared", batch_size=32)
+    return folder / "registry.json", folder / "prepared"
+
+
+def resume_train_args(prepared, out: Path, max_epochs: int, checkpoint_every_seconds: str, *extra) -> list:
+    """``snakevi train`` arguments of the kill-and-resume tests: outputs and checkpoints under ``out``, seed 3."""
+    registry, prep = prepared
+    return ["train", "--prepared", prep, "--registry", registry, "--model", out / "model",
+            "--history", out / "history.csv", "--checkpoint-dir", out / "checkpoints",
+            "--checkpoint-every-seconds", checkpoint_every_seconds,
+            "--model-params", json.dumps(MODEL), "--train-params", json.dumps({"max_epochs": max_epochs}),
+            "--seed", "3", "--accelerator", "cpu", *extra]
+
+
+@contextlib.contextmanager
+def killed_at_exit(proc: subprocess.Popen):
+    """Yield ``proc``; SIGKILL its process group when the block ends with it still running (a failed test)."""
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)

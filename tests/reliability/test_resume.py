@@ -8,41 +8,35 @@ of the next epoch); the rerun must say it resumes and end bit-identical to a run
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
-from rel_helpers import MODEL, listing, popen_snakevi, snakevi, tiny_adata
+from rel_helpers import (
+    assert_same_result,
+    checkpoint_epoch,
+    listing,
+    popen_snakevi,
+    prepare_resume_data,
+    resume_train_args,
+    snakevi,
+    wait_for_checkpoint,
+)
 
 MAX_EPOCHS = 6
 
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
-    """``(registry, prepared)`` of 1000 cells x 40 genes, batch size 32 (about 30 steps per epoch)."""
-    from snakevi.steps import prepare, register
-
-    d = tmp_path_factory.mktemp("resume_data")
-    tiny_adata(n_cells=1000, n_genes=40).write_h5ad(d / "data.h5ad")
-    register(d / "data.h5ad", d / "registry.json", batch_key="batch")
-    prepare(d / "data.h5ad", d / "registry.json", d / "prepared", batch_size=32)
-    return d / "registry.json", d / "prepared"
+    return prepare_resume_data(tmp_path_factory.mktemp("resume_data"))
 
 
 def train_args(prepared, out: Path, checkpoint_every_seconds: str = "0") -> list:
-    registry, prep = prepared
-    return ["train", "--prepared", prep, "--registry", registry, "--model", out / "model",
-            "--history", out / "history.csv", "--checkpoint-dir", out / "checkpoints",
-            "--checkpoint-every-seconds", checkpoint_every_seconds,
-            "--model-params", json.dumps(MODEL), "--train-params", json.dumps({"max_epochs": MAX_EPOCHS}),
-            "--seed", "3", "--accelerator", "cpu", "--threads", "1"]
+    return resume_train_args(prepared, out, MAX_EPOCHS, checkpoint_every_seconds, "--threads", "1")
 
 
 @pytest.fixture(scope="module")
@@ -58,29 +52,6 @@ def reference(prepared, tmp_path_factory):
     yield wait
     if proc.poll() is None:
         proc.kill()
-
-
-def wait_for_checkpoint(proc: subprocess.Popen, ckpt: Path, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while not ckpt.is_file():
-        assert proc.poll() is None, f"train exited ({proc.returncode}) before writing {ckpt}"
-        assert time.monotonic() < deadline, f"no checkpoint after {timeout} s"
-        time.sleep(0.01)
-
-
-def assert_same_result(out: Path, ref: Path) -> None:
-    """Same weights (every tensor equal) and the same history file, byte for byte."""
-    got = torch.load(out / "model" / "model.pt", weights_only=True)
-    want = torch.load(ref / "model" / "model.pt", weights_only=True)
-    assert got.keys() == want.keys()
-    different = [k for k in want if not torch.equal(got[k], want[k])]
-    assert different == [], f"tensors differ from the uninterrupted run: {different[:5]}"
-    assert (out / "history.csv").read_text() == (ref / "history.csv").read_text()
-    assert len(pd.read_csv(out / "history.csv")) == MAX_EPOCHS
-
-
-def checkpoint_epoch(out: Path) -> int:
-    return int(torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["epoch"])
 
 
 def rerun_resumes(prepared, out: Path, done: int) -> subprocess.CompletedProcess:
@@ -104,7 +75,7 @@ def test_sigkill_mid_epoch_then_rerun_resumes_exactly(prepared, reference, tmp_p
     # Killed before the end: no model, no history, nothing that looks finished.
     assert not (tmp_path / "model").exists() and not (tmp_path / "history.csv").exists()
     rerun_resumes(prepared, tmp_path, done)
-    assert_same_result(tmp_path, reference())
+    assert_same_result(tmp_path, reference(), MAX_EPOCHS)
 
 
 def test_sigterm_writes_a_checkpoint_exits_3_and_the_rerun_resumes_exactly(prepared, reference, tmp_path):
@@ -127,4 +98,4 @@ def test_sigterm_writes_a_checkpoint_exits_3_and_the_rerun_resumes_exactly(prepa
     assert len(pd.read_csv(tmp_path / "checkpoints" / "history.live.csv")) == done
     assert not [name for name in listing(tmp_path / "checkpoints") if name.endswith(".tmp")]
     rerun_resumes(prepared, tmp_path, done)
-    assert_same_result(tmp_path, reference())
+    assert_same_result(tmp_path, reference(), MAX_EPOCHS)

@@ -51,6 +51,7 @@ TABLES = {
             "early_stopping_min_delta", "early_stopping_warmup_epochs", "early_stopping_mode",
             "check_val_every_n_epoch", "gradient_clip_val", "learning_rate_monitor")},
         "checkpoint_every_seconds": [train_step],
+        "devices": [train_step], "nodes": [train_step], "launcher": [train_step],
         "adversarial": [(SCVI.train, "adversarial_classifier")],
         "scanvi_max_epochs": [(SCANVI.train, "max_epochs")],
         "scanvi.max_epochs": [(SCANVI.train, "max_epochs")],

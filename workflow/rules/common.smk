@@ -53,9 +53,9 @@ def run_config(wildcards):
     return config["runs"][wildcards.run]
 
 
-#: ``train`` keys that change no result (how often to checkpoint): kept out of the train job's
-#: tracked params, so changing them reruns nothing.
-UNTRACKED_TRAIN_KEYS = ("checkpoint_every_seconds",)
+#: ``train`` keys that are not training parameters: how often to checkpoint and how the processes
+#: start change no result (untracked params); the number of processes has its own param.
+UNTRACKED_TRAIN_KEYS = ("checkpoint_every_seconds", "devices", "nodes", "launcher")
 
 
 def training_parameters(run):
@@ -70,6 +70,45 @@ def checkpoint_seconds(wildcards, output):
     params rerun trigger, so changing how often to checkpoint reruns no job.
     """
     return run_config(wildcards)["train"]["checkpoint_every_seconds"]
+
+
+def train_devices(wildcards):
+    """Training processes per node: train.devices, else one per GPU of resources.gpu, else 1."""
+    run = run_config(wildcards)
+    return run["train"]["devices"] or max(1, run["resources"]["gpu"])
+
+
+def train_nodes(wildcards):
+    return run_config(wildcards)["train"]["nodes"]
+
+
+def train_processes(wildcards):
+    """All the training processes of the run (devices per node x nodes)."""
+    return train_devices(wildcards) * train_nodes(wildcards)
+
+
+def rank_threads(wildcards):
+    """CPU threads of each training process: the node's threads shared by its processes."""
+    return max(1, run_threads(wildcards) // train_devices(wildcards))
+
+
+def train_launcher(wildcards, output):
+    """train.launcher, as a param Snakemake does not track (how the processes start changes no result)."""
+    return run_config(wildcards)["train"]["launcher"]
+
+
+def multi_process(value):
+    """A SLURM resource of the train job only when it runs as several processes (None: not set).
+
+    The slurm executor then submits one task per process (``--ntasks``) and, seeing ``mpi``,
+    runs the job's script in the allocation itself rather than in a one-task step, so the
+    script's ``srun`` starts the ranks.
+    """
+
+    def resource(wildcards):
+        return value(wildcards) if train_processes(wildcards) > 1 else None
+
+    return resource
 
 
 def dataset(wildcards):

@@ -20,6 +20,11 @@ rule train:
         mem_mb=run_mem_mb,
         runtime=run_runtime,
         gpu=run_gpu,
+        # Several processes (train.devices/nodes) on SLURM: one task each, srun inside the job.
+        tasks=multi_process(train_processes),
+        nodes=multi_process(train_nodes),
+        mpi=multi_process(lambda wildcards: "srun"),
+        cpus_per_task=multi_process(rank_threads),
     params:
         model=lambda wildcards: run_config(wildcards)["model"],
         train=lambda wildcards: training_parameters(run_config(wildcards)),
@@ -30,5 +35,9 @@ rule train:
         checkpoint_dir=lambda wildcards, output: checkpoint_dir(output),
         # Changes no result, so it must not rerun the job (see checkpoint_seconds).
         checkpoint_every_seconds=checkpoint_seconds,
+        # A change of the number of processes reruns the job (other random streams per rank).
+        devices=train_devices,
+        nodes=train_nodes,
+        launcher=train_launcher,
     script:
         "../../scripts/train.py"

@@ -41,6 +41,9 @@ def train(
     threads: int | None = None,
     enable_progress_bar: bool = False,
     checkpoint_every_seconds: float | None = DEFAULT_CHECKPOINT_SECONDS,
+    devices: int | None = None,
+    nodes: int = 1,
+    launcher: str = "auto",
 ):
     """Train a model on a prepared folder and save the model and its history.
 
@@ -86,10 +89,22 @@ def train(
         Write ``last.ckpt`` after an epoch only when this many seconds have passed since the
         previous one (``None`` or 0: after every epoch). The last epoch, and the epoch a signal
         stops, are always written; a hard kill loses at most this much training.
+    devices, nodes
+        Train with ``devices`` processes on each of ``nodes`` nodes (one GPU each on CUDA), as one
+        DDP run (:mod:`snakevi.train.distributed`): each rank trains on its share of every
+        minibatch, so ``batch_size`` is the global minibatch. ``None``: one process, or as many as
+        the launcher started when torchrun/srun started this one. With more than one, this
+        process starts the ranks (``launcher``) and waits for them; rank 0 writes the outputs.
+        A run's checkpoints resume only with the same number of processes.
+    launcher
+        How the ranks start: ``"local"`` (processes on this machine), ``"srun"`` (inside a SLURM
+        allocation; needed for ``nodes`` > 1), ``"torchrun"``, or ``"auto"`` (srun in a SLURM job,
+        else local). See :mod:`snakevi.steps.train_launch`.
 
     Returns
     -------
-    The trained model (of the last phase).
+    The trained model (of the last phase); None when the ranks trained in processes of their own
+    (the model is in ``model_out``).
     """
     from snakevi.data import registry_from_json
     from snakevi.data.prepared import load_prepared, read_loader_spec, read_split
@@ -108,6 +123,14 @@ def train(
         cls.check_training_registry(registry, registry_json)
     except ValueError as err:
         raise StepError(str(err)) from err
+    processes = _processes(devices, nodes)
+    if processes is None:
+        # Checked above once, not in every rank: now start the ranks, each running this step.
+        from snakevi.steps.train_launch import launch
+
+        # locals(): this call's own arguments (and what was derived from them so far).
+        launch(_rank_arguments(locals()), devices=int(devices), nodes=int(nodes), launcher=launcher, threads=threads)
+        return None
     spec = read_loader_spec(prepared_dir)
     data = load_prepared(prepared_dir, registry)
     split = read_split(prepared_dir)
@@ -122,8 +145,11 @@ def train(
         torch.set_num_threads(int(threads))
     # The flat view of the train section: the fingerprint of a run is the one it had before the
     # section was grouped, so its checkpoints carry over.
-    run_fp = fingerprint(spec["registry_sha256"], spec["loader"], spec.get("split_sizes"), model_params,
-                         flat_view(cls, train_params), int(seed), model_class)
+    # One process keeps its old fingerprint; N processes are another run (other random streams), whose
+    # checkpoints resume only with N processes.
+    parts = [spec["registry_sha256"], spec["loader"], spec.get("split_sizes"), model_params,
+             flat_view(cls, train_params), int(seed), model_class] + ([{"processes": processes}] if processes > 1 else [])
+    run_fp = fingerprint(*parts)
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else Path(model_out).parent / "checkpoints"
     phases = cls.training_phases(data, seed=int(seed), model_params=model_params, train_params=train_params)
 
@@ -148,3 +174,42 @@ def train(
         )
     except (NonFiniteLossError, ModelParameterError) as err:
         raise StepError(str(err)) from err
+
+
+def _processes(devices: int | None, nodes: int) -> int | None:
+    """How many processes this run trains with, or None when this process must start them."""
+    from snakevi.train.launcher_env import environment_world
+
+    for name, value in (("devices", devices), ("nodes", nodes)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise StepError(f"{name}={value!r}: expected a whole number >= 1 (processes per node, nodes).")
+    world = environment_world()
+    asked = None if devices is None else devices * nodes
+    if world is None:
+        return None if asked is not None and asked > 1 else 1
+    if asked is not None and asked != world[1]:
+        raise StepError(
+            f"devices={devices} x nodes={nodes} = {asked} processes, but the launcher started {world[1]} "
+            f"(WORLD_SIZE / SLURM_NTASKS); start {asked}, or leave devices out to train with as many as started."
+        )
+    return world[1]
+
+
+def _rank_arguments(args: dict) -> list[str]:
+    """The ``snakevi train`` arguments with which every rank runs this step (:func:`train`'s own)."""
+    import json
+
+    def path(value):
+        return str(Path(value).resolve())
+
+    argv = ["--prepared", path(args["prepared_dir"]), "--registry", path(args["registry_json"]),
+            "--model", path(args["model_out"]), "--history", path(args["history_out"]),
+            "--model-class", args["model_class"], "--seed", str(int(args["seed"])),
+            "--accelerator", args["accelerator"], "--devices", str(args["devices"]), "--nodes", str(args["nodes"]),
+            "--model-params", json.dumps(args["model_params"]), "--train-params", json.dumps(args["train_params"]),
+            "--checkpoint-every-seconds", str(args["checkpoint_every_seconds"] or 0)]
+    if args["latent_out"] is not None:
+        argv += ["--latent", path(args["latent_out"])]
+    if args["checkpoint_dir"] is not None:
+        argv += ["--checkpoint-dir", path(args["checkpoint_dir"])]
+    return argv

@@ -21,24 +21,10 @@ from typing import Any
 import torch
 import torch.distributed as dist  # loaded by `import torch` already: no start-up cost
 
-#: The variables a launcher sets for each rank (torchrun's names; srun's are mapped to them).
-ENV_KEYS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+from snakevi.train.launcher_env import environment_world
+
 #: How long a collective waits for the other ranks before it fails (a rank that died or hangs).
 DEFAULT_TIMEOUT_S = 600
-
-
-def environment_world() -> tuple[int, int, int] | None:
-    """``(rank, world_size, local_rank)`` set by a launcher, or None when this process runs alone.
-
-    Reads torchrun's variables (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``); inside a SLURM step
-    started by ``srun`` with several tasks, ``SLURM_PROCID``, ``SLURM_NTASKS`` and ``SLURM_LOCALID``.
-    """
-    env = os.environ
-    if "WORLD_SIZE" in env and "RANK" in env:
-        return int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", env["RANK"]))
-    if "SLURM_STEP_ID" in env and int(env.get("SLURM_NTASKS", "1")) > 1 and "MASTER_ADDR" in env:
-        return int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"]), int(env.get("SLURM_LOCALID", "0"))
-    return None
 
 
 def in_process_group() -> bool:

@@ -21,6 +21,7 @@ Importing this module is cheap (no torch): the step scripts import :class:`Train
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -98,7 +99,11 @@ class _StopOnSignal:
         self.signal_name = signal.Signals(signum).name
 
     def on_train_epoch_end(self, trainer, plan) -> None:  # noqa: ARG002
-        if self.signal_name is not None:
+        group = trainer.dist
+        if group.any(self.signal_name is not None):
+            # Every rank stops at the same epoch, even those the signal did not reach (yet).
+            names = [name for name in group.all_gather_object(self.signal_name) if name is not None]
+            self.signal_name = names[0]
             self.checkpoint.save_now(trainer)
             trainer.should_stop = True
             trainer.stop_reason = f"interrupted by {self.signal_name}"
@@ -124,6 +129,8 @@ class _LogEpochs:
         self._started = time.perf_counter()
 
     def on_train_epoch_end(self, trainer, plan) -> None:  # noqa: ARG002
+        if not trainer.dist.is_main:
+            return  # the ranks' histories are the same: one line per epoch is enough
         row = trainer.history[-1]
         shown = ", ".join(f"{k} {row[k]:.4g}" for k in ("elbo_train", "elbo_validation") if k in row)
         seconds = time.perf_counter() - self._started if self._started is not None else float("nan")
@@ -223,61 +230,78 @@ def run(
     CheckpointFolderBusy
         Another trainer holds the folder; nothing was touched.
     """
-    from snakevi.train.callbacks.nan_guard import NonFiniteLossError
+    from snakevi.train.launched_group import launched_process_group
 
     ckpt_dir = Path(checkpoint_dir)
-    # One trainer per checkpoint folder, from before it is looked at (resumed from or moved aside)
-    # until the outputs are written: a second one stops here, naming the first.
-    with hold_checkpoint_folder(ckpt_dir):
-        ckpt_path = resume_path(ckpt_dir, run_fingerprint)
-        created = not ckpt_dir.exists()
-        if ckpt_path is not None:
-            log.info("resuming from %s", ckpt_path)
-        fit = dict(split=split, batch_size=int(batch_size), seed=int(seed), accelerator=accelerator,
-                   enable_progress_bar=enable_progress_bar, checkpoint_every_seconds=checkpoint_every_seconds)
-        try:
+    fit = dict(split=split, batch_size=int(batch_size), seed=int(seed), accelerator=accelerator,
+               enable_progress_bar=enable_progress_bar, checkpoint_every_seconds=checkpoint_every_seconds)
+    # Under a launcher (torchrun, srun) every rank runs this; rank 0 alone locks the folder, decides
+    # what to resume from and writes, and the other ranks follow its decisions.
+    with launched_process_group(accelerator) as group:
+        # One trainer per checkpoint folder, from before it is looked at (resumed from or moved
+        # aside) until the outputs are written: a second one stops here, naming the first.
+        with hold_checkpoint_folder(ckpt_dir) if group.is_main else contextlib.nullcontext():
+            return _run_phases(group, phases, ckpt_dir, run_fingerprint, stamp, finish, fit)
+
+
+def _run_phases(group, phases, ckpt_dir: Path, run_fingerprint: str, stamp: dict, finish, fit: dict):
+    """:func:`run` once the folder is locked (by rank 0 under several processes)."""
+    from snakevi.train.callbacks.nan_guard import NonFiniteLossError
+    from snakevi.train.launched_group import from_rank_zero
+
+    main = group.is_main
+    ckpt_path = resume_path(ckpt_dir, run_fingerprint) if main else None
+    ckpt_path = from_rank_zero(group, ckpt_path)
+    created = not ckpt_dir.exists()
+    if ckpt_path is not None and main:
+        log.info("resuming from %s", ckpt_path)
+    try:
+        if main:
             # Inside the try: a full disk refusing the fingerprint leaves no empty folder behind either.
             ckpt_dir.mkdir(parents=True, exist_ok=True)
             _write_json(ckpt_dir / FINGERPRINT_FILE, {"fingerprint": run_fingerprint, **stamp})
-            model, rows, stopper = None, [], None
-            for i, phase in enumerate(phases):
-                phase_dir, phase_ckpt = ckpt_dir, ckpt_path
-                if i > 0:
-                    phase_dir, phase_ckpt = _later_phase_folder(ckpt_dir / phase.name, run_fingerprint, phase.name)
-                model, stopper = _fit(phase.build(model), phase, phase_dir, phase_ckpt, **fit)
-                rows += phase_history(model, phase.name if len(phases) > 1 else None)
-                if stopper.signal_name is not None:
-                    break
-        except BaseException as err:
-            if created and not (ckpt_dir / LAST_CKPT).exists():
-                # No epoch completed: leave no folder behind that looks like a run to resume.
-                shutil.rmtree(ckpt_dir, ignore_errors=True)
-            if isinstance(err, NonFiniteLossError):
-                raise NonFiniteLossError(f"{err} {kept_checkpoint(ckpt_dir)}") from err
-            raise
-        if stopper.signal_name is not None:
-            raise TrainingInterrupted(
-                f"Training received {stopper.signal_name} and stopped after epoch {len(model.history_records)}; the "
-                f"checkpoint is in {ckpt_dir / LAST_CKPT}. Run the same step again (snakemake: rerun the "
-                "workflow) to resume from it."
-            )
+        model, rows, stopper = None, [], None
+        for i, phase in enumerate(phases):
+            phase_dir, phase_ckpt = ckpt_dir, ckpt_path
+            if i > 0:
+                phase_dir = ckpt_dir / phase.name
+                phase_ckpt = _later_phase_folder(phase_dir, run_fingerprint, phase.name) if main else None
+                phase_ckpt = from_rank_zero(group, phase_ckpt)
+            model, stopper = _fit(phase.build(model), phase, phase_dir, phase_ckpt, **fit)
+            rows += phase_history(model, phase.name if len(phases) > 1 else None)
+            if stopper.signal_name is not None:
+                break
+    except BaseException as err:
+        if main and created and not (ckpt_dir / LAST_CKPT).exists():
+            # No epoch completed: leave no folder behind that looks like a run to resume.
+            shutil.rmtree(ckpt_dir, ignore_errors=True)
+        if isinstance(err, NonFiniteLossError):
+            raise NonFiniteLossError(f"{err} {kept_checkpoint(ckpt_dir)}") from err
+        raise
+    if stopper.signal_name is not None:
+        raise TrainingInterrupted(
+            f"Training received {stopper.signal_name} and stopped after epoch {len(model.history_records)}; the "
+            f"checkpoint is in {ckpt_dir / LAST_CKPT}. Run the same step again (snakemake: rerun the "
+            "workflow) to resume from it."
+        )
+    if main:
         finish(model, rows)
-        return model
+    return model
 
 
 def _write_json(path: Path, obj) -> None:
     write_text_atomic(path, json.dumps(obj, indent=1, allow_nan=False) + "\n")
 
 
-def _later_phase_folder(phase_dir: Path, run_fp: str, name: str) -> tuple[Path, Path | None]:
-    """A later phase's checkpoint folder (its own fingerprint) and the checkpoint to resume from."""
+def _later_phase_folder(phase_dir: Path, run_fp: str, name: str) -> Path | None:
+    """Make a later phase's checkpoint folder (its own fingerprint); the checkpoint to resume from."""
     phase_fp = fingerprint(run_fp, name)
     ckpt_path = resume_path(phase_dir, phase_fp)
     phase_dir.mkdir(parents=True, exist_ok=True)
     _write_json(phase_dir / FINGERPRINT_FILE, {"fingerprint": phase_fp})
     if ckpt_path is not None:
         log.info("resuming the %s phase from %s", name, ckpt_path)
-    return phase_dir, ckpt_path
+    return ckpt_path
 
 
 def phase_history(model, phase: str | None) -> list[dict]:
