@@ -101,16 +101,19 @@ def test_sigkill_of_one_rank_fails_clearly_and_the_rerun_resumes_exactly(prepare
     assert_same_result(tmp_path, reference, MAX_EPOCHS)
 
 
+@pytest.mark.parametrize("to", ["the job", "every process"])
 def test_sigterm_stops_every_rank_after_a_checkpoint_exits_3_and_the_rerun_resumes_exactly(
-        prepared, reference, tmp_path):
+        prepared, reference, tmp_path, to):
     # No checkpoint is due by time (an hour apart): the one found after SIGTERM is the signal's.
     with killed_at_exit(popen_snakevi(*train_args(prepared, tmp_path, checkpoint_every_seconds="3600"),
                                       stderr_path=tmp_path / "term.txt")) as proc:
         wait_for_checkpoint(proc, tmp_path / "checkpoints" / "history.live.csv")
         assert not (tmp_path / "checkpoints" / "last.ckpt").exists()
         seen = len(pd.read_csv(tmp_path / "checkpoints" / "history.live.csv"))
-        # SLURM signals every process of the job; here the supervisor gets it and passes it on.
-        proc.send_signal(signal.SIGTERM)
+        # "the job": the supervisor gets it and passes it on (snakemake, a user's kill); "every
+        # process": the supervisor and the ranks at once, as SLURM's time limit or scancel does.
+        for pid in [proc.pid] + (list(rank_pids(proc.pid).values()) if to == "every process" else []):
+            os.kill(pid, signal.SIGTERM)
         assert proc.wait(timeout=120) == 3
     err = (tmp_path / "term.txt").read_text()
     done = checkpoint_epoch(tmp_path)
@@ -136,3 +139,12 @@ def test_a_signal_to_one_rank_alone_stops_them_all_at_the_same_epoch(prepared, t
     done = checkpoint_epoch(tmp_path)
     stops = re.findall(r"\[rank (\d)\] .*received SIGTERM and stopped after epoch (\d+)", err)
     assert sorted(stops) == [("0", str(done)), ("1", str(done))], err[-3000:]
+
+
+def test_the_torchrun_launcher_gives_the_same_model_as_the_local_one(prepared, reference, tmp_path):
+    args = train_args(prepared, tmp_path)
+    args[args.index("local")] = "torchrun"
+    proc = snakevi(*args, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "launcher torchrun" in proc.stderr
+    assert_same_result(tmp_path, reference, MAX_EPOCHS)

@@ -68,3 +68,24 @@ def test_the_demo_runs_on_slurm(slurm, tmp_path, demo_config):
     logs = tmp_path / ".snakemake" / "slurm_logs"
     rules = {path.relative_to(logs).parts[0] for path in logs.rglob("*.log")}
     assert rules == {"group_pre_prepare_register", "group_post_export_integration_report_train"}
+
+
+def test_a_two_process_train_job_runs_as_one_slurm_job_of_two_tasks(slurm, tmp_path, demo_config):
+    demo = demo_config["runs"]["demo"]
+    config = {**demo_config, "runs": {"ddp": {
+        **demo, "train": {**demo.get("train", {}), "devices": 2},
+        "report": {"metrics": False}, "resources": {"threads": 2, "mem_mb": 2000, "runtime": 10}}}}
+    write_config(tmp_path, config)
+    snakemake(tmp_path, "--workflow-profile", str(REPO / "workflow" / "profiles" / "slurm"),
+              "--slurm-no-account", "--slurm-status-command", "squeue",
+              "--slurm-init-seconds-before-status-checks", "1", "--slurm-keep-successful-logs",
+              "--groups", "register=pre", "prepare=pre", "--cores", "2", "--jobs", "4",
+              "results/ddp/history.csv", timeout=400)
+    run = tmp_path / "results" / "ddp"
+    log = (run / "logs" / "train.log").read_text()
+    # srun started the ranks inside the train job's allocation (2 tasks, 1 CPU each).
+    assert "training with 2 processes (2 per node on 1 node(s), launcher srun, 1 thread(s) each)" in log, log
+    assert "[rank 0] trained" in log and "[rank 1] snakevi train finished" in log
+    assert (run / "model" / "model.pt").is_file() and len(pd.read_csv(run / "history.csv")) >= 1
+    train_logs = list((tmp_path / ".snakemake" / "slurm_logs" / "rule_train").rglob("*.log"))
+    assert len(train_logs) == 1, train_logs
