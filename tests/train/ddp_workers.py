@@ -74,15 +74,15 @@ class RaiseAt(Callback):
 def fit_on_cells(batch_size: int, max_epochs: int, *, devices="auto", noise: bool = False, dropout: float = 0.0,
                  n_train: int = 80, early_stopping: dict | None = None, checkpoint_dir: str | None = None,
                  ckpt_path: str | None = None, raise_at: tuple[int, int] | None = None, lr: float = 1e-2,
-                 seed: int = 0) -> dict:
+                 seed: int = 0, plan_kwargs: dict | None = None, callbacks: list | None = None) -> dict:
     """Train ``BatchNormToy``; return history, weights, and every rank's history and stop epoch."""
     data = cells()
     torch.manual_seed(seed)
     module = BatchNormToy(noise=noise, dropout=dropout)
-    plan = TrainingPlan(module, lr=lr)
+    plan = TrainingPlan(module, lr=lr, **(plan_kwargs or {}))
     train = AnnDataLoader(data, np.arange(n_train), batch_size=batch_size, shuffle=True, seed=seed)
     val = AnnDataLoader(data, np.arange(n_train, len(data)), batch_size=batch_size)
-    callbacks = []
+    callbacks = list(callbacks or [])
     if early_stopping:
         callbacks.append(EarlyStopping(**early_stopping))
     if checkpoint_dir:
