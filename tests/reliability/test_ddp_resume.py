@@ -34,7 +34,7 @@ MAX_EPOCHS = 6
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
-    """1000 cells, global batch 32: 16 cells per rank and step."""
+    """1000 cells, batch 32 per rank: steps of 64 cells."""
     return prepare_resume_data(tmp_path_factory.mktemp("ddp_resume_data"))
 
 

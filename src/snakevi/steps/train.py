@@ -91,11 +91,11 @@ def train(
         stops, are always written; a hard kill loses at most this much training.
     devices, nodes
         Train with ``devices`` processes on each of ``nodes`` nodes (one GPU each on CUDA), as one
-        DDP run (:mod:`snakevi.train.distributed`): each rank trains on its share of every
-        minibatch, so ``batch_size`` is the global minibatch. ``None``: one process, or as many as
-        the launcher started when torchrun/srun started this one. With more than one, this
-        process starts the ranks (``launcher``) and waits for them; rank 0 writes the outputs.
-        A run's checkpoints resume only with the same number of processes.
+        DDP run (:mod:`snakevi.train.distributed`). The prepared ``batch_size`` is per process, as
+        in scvi-tools: N processes take steps of N x ``batch_size`` cells. ``None``: one process,
+        or as many as the launcher started when torchrun/srun started this one. With more than
+        one, this process starts the ranks (``launcher``) and waits for them; rank 0 writes the
+        outputs. A run's checkpoints resume only with the same number of processes.
     launcher
         How the ranks start: ``"local"`` (processes on this machine), ``"srun"`` (inside a SLURM
         allocation; needed for ``nodes`` > 1), ``"torchrun"``, or ``"auto"`` (srun in a SLURM job,
