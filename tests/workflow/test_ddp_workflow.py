@@ -44,3 +44,35 @@ def test_more_nodes_than_one_without_slurm_is_refused_naming_the_key(tmp_path):
     log = (tmp_path / "results" / "ddp" / "logs" / "train.log").read_text()
     assert "train.nodes=2 needs the srun launcher inside a SLURM allocation" in log
     assert not (tmp_path / "results" / "ddp" / "model").exists()
+
+
+class _Resources(dict):
+    """A job's resources as the slurm executor reads them (``get`` and attributes)."""
+
+    __getattr__ = dict.__getitem__
+
+
+def _train_resources(dry_run: str) -> dict:
+    block = dry_run.split("rule train:", 1)[1]
+    line = next(line for line in block.splitlines() if line.strip().startswith("resources:"))
+    pairs = (item.split("=", 1) for item in line.split(":", 1)[1].split(", "))
+    return {key.strip(): int(value) if value.isdigit() else value for key, value in pairs}
+
+
+def test_on_slurm_a_multi_gpu_multi_node_train_job_asks_for_one_task_per_gpu(tmp_path):
+    # No GPU and one node here: check the sbatch line the slurm executor would submit.
+    from types import SimpleNamespace
+
+    from snakemake_executor_plugin_slurm.submit_string import get_submit_command
+    from snakemake_executor_plugin_slurm.utils import set_gres_string
+
+    run = {**RUN, "train": {**RUN["train"], "devices": 2, "nodes": 3}, "resources": {"threads": 8, "gpu": 2}}
+    write_config(tmp_path, {**TINY, "runs": {"ddp": run}})
+    resources = _train_resources(snakemake(tmp_path, "-n", "--cores", "2", "results/ddp/history.csv").stdout)
+    assert resources["mpi"] == "srun"  # the executor then runs the script in the allocation, not in srun -n1
+    job = SimpleNamespace(resources=_Resources(resources), threads=8)
+    params = {"run_uuid": "u", "slurm_logfile": "log", "comment_str": "c", "account": "", "partition": "",
+              "workdir": str(tmp_path)}
+    sbatch = (get_submit_command(job, params) + set_gres_string(job)).split()  # as the executor builds it
+    for flag in ("--gpus=6", "--ntasks-per-gpu=1", "--ntasks=6", "--nodes=3", "--cpus-per-task=4"):
+        assert flag in sbatch, (flag, sbatch)

@@ -140,8 +140,17 @@ def run_runtime(wildcards):
 
 
 def run_gpu(wildcards):
-    """GPUs a run asks for; None (no gpu resource at all) for CPU runs."""
-    return run_config(wildcards)["resources"]["gpu"] or None
+    """GPUs the train job asks for (resources.gpu on each of train.nodes); None for CPU runs."""
+    return run_config(wildcards)["resources"]["gpu"] * train_nodes(wildcards) or None
+
+
+def gpu_tasks(wildcards):
+    """One task per GPU for a multi-process GPU job; None otherwise.
+
+    Without it the slurm executor turns ``tasks`` into ``--ntasks-per-gpu=<tasks>`` (tasks per
+    GPU, not in all) on a GPU job.
+    """
+    return 1 if run_config(wildcards)["resources"]["gpu"] > 0 else None
 
 
 def run_accelerator(wildcards):

@@ -25,6 +25,7 @@ rule train:
         nodes=multi_process(train_nodes),
         mpi=multi_process(lambda wildcards: "srun"),
         cpus_per_task=multi_process(rank_threads),
+        tasks_per_gpu=multi_process(gpu_tasks),
     params:
         model=lambda wildcards: run_config(wildcards)["model"],
         train=lambda wildcards: training_parameters(run_config(wildcards)),
