@@ -162,6 +162,11 @@ def join_process_group(device: torch.device, devices, *, timeout_s: float = DEFA
             f"pass devices='auto' or devices={world_size}."
         )
     backend = "nccl" if device.type == "cuda" else "gloo"
+    if device.type == "cuda":
+        # NCCL's object collectives (all_gather_object: the checkpoint's RNG states, the recipe's
+        # resume decision) run on the current device: without this every rank of a node would use
+        # cuda:0 ("Duplicate GPU detected").
+        torch.cuda.set_device(device)
     if not existing and world_size > 1:
         dist.init_process_group(backend, init_method="env://", rank=rank, world_size=world_size,
                                 timeout=datetime.timedelta(seconds=timeout_s))
