@@ -86,3 +86,14 @@ def test_a_launcher_with_another_number_of_processes_is_refused(monkeypatch):
     assert _processes(None, 1) == 1
     with pytest.raises(StepError, match=r"devices=0: expected a whole number >= 1"):
         _processes(0, 1)
+
+
+def test_more_cpu_processes_than_cores_are_refused_before_any_starts(tiny_registered, tmp_path):
+    import os
+
+    _, registry, prepared = tiny_registered
+    many = (os.cpu_count() or 1) + 1
+    with pytest.raises(StepError, match=rf"devices={many}: more training processes than CPU cores"):
+        train(prepared, registry, tmp_path / "m", tmp_path / "h.csv", devices=many, accelerator="cpu",
+              launcher="local")
+    assert not (tmp_path / "m").exists() and not (tmp_path / "checkpoints").exists()

@@ -129,7 +129,8 @@ def train(
         from snakevi.steps.train_launch import launch
 
         # locals(): this call's own arguments (and what was derived from them so far).
-        launch(_rank_arguments(locals()), devices=int(devices), nodes=int(nodes), launcher=launcher, threads=threads)
+        launch(_rank_arguments(locals()), devices=int(devices), nodes=int(nodes), launcher=launcher, threads=threads,
+               accelerator=accelerator)
         return None
     spec = read_loader_spec(prepared_dir)
     data = load_prepared(prepared_dir, registry)

@@ -121,7 +121,7 @@ class _Rank:
 
 
 def launch(step_args: list[str], *, devices: int, nodes: int = 1, launcher: str = "auto",
-           threads: int | None = None) -> None:
+           threads: int | None = None, accelerator: str = "auto") -> None:
     """Run ``snakevi train <step_args>`` as ``devices * nodes`` processes and wait for them all.
 
     Parameters
@@ -133,7 +133,10 @@ def launch(step_args: list[str], *, devices: int, nodes: int = 1, launcher: str 
     launcher
         ``auto``, ``local``, ``srun`` or ``torchrun`` (see the module's docstring).
     threads
-        CPU threads of the whole job; each rank gets ``threads // processes`` (at least 1).
+        CPU threads of the job on each node; each rank gets ``threads // devices`` (at least 1).
+    accelerator
+        The ranks' accelerator: on ``"cpu"``, more processes than this machine's cores are
+        refused before any starts (the ranks themselves refuse more processes than GPUs).
 
     Raises
     ------
@@ -144,6 +147,12 @@ def launch(step_args: list[str], *, devices: int, nodes: int = 1, launcher: str 
     """
     kind = choose_launcher(launcher, nodes)
     processes = devices * nodes
+    cores = os.cpu_count() or 1
+    if accelerator == "cpu" and kind != "srun" and devices > cores:
+        raise StepError(
+            f"devices={devices}: more training processes than CPU cores ({cores}) on this machine. "
+            f"Use devices={cores} or fewer."
+        )
     # The job's threads are per node (a SLURM job's CPUs per node): shared by the node's ranks.
     per_rank = max(1, (threads or os.cpu_count() or 1) // devices)
     log.info("training with %d processes (%d per node on %d node(s), launcher %s, %d thread(s) each)",
