@@ -100,6 +100,40 @@ def test_n_samples_per_label_and_resampling_by_epoch(data):
         SemiSupervisedDataLoader(data, n_samples_per_label=0)
 
 
+def _shard_steps(data, indices, world_size: int, pad: bool, batch_size: int, n_samples_per_label=None):
+    """Per step, the (full cells, labelled cells) of all ranks together, epoch 1 (labels drawn anew)."""
+    steps: dict[int, tuple[list, list]] = {}
+    for rank in range(world_size):
+        loader = SemiSupervisedDataLoader(data, indices, batch_size=batch_size, shuffle=True, seed=3,
+                                          n_samples_per_label=n_samples_per_label)
+        if world_size > 1:
+            loader.shard(rank, world_size, pad=pad)
+        loader.set_epoch(1)
+        loader.resample_labels()
+        for k, pair in enumerate(loader):
+            full, lab = pair if isinstance(pair, tuple) else (pair, None)
+            step = steps.setdefault(k, ([], []))
+            step[0].extend(_cells(full))
+            step[1].extend([] if lab is None else _cells(lab))
+    return [(sorted(f), sorted(lab)) for f, lab in steps.values()]
+
+
+def test_shards_of_the_pairs_are_the_pairs_of_one_process_with_the_doubled_batch(data):
+    # Training (pad): 32 cells, 6 labelled per class drawn (18), cycled over 4 steps.
+    train = np.arange(32)
+    assert _shard_steps(data, train, 2, True, 4, 6) == _shard_steps(data, train, 1, True, 8, 6)
+    # 7 per class (21) is padded to 22 over 2 ranks: each rank has labelled cells in every step.
+    for rank in range(2):
+        loader = SemiSupervisedDataLoader(data, train, batch_size=4, shuffle=True, n_samples_per_label=7, seed=3)
+        loader.shard(rank, 2, pad=True)
+        assert all(isinstance(pair, tuple) and len(_cells(pair[1])) >= 1 for pair in loader)
+    # Validation (no pad): 9 cells, so the last full minibatch (1 cell) reaches rank 0 only,
+    # which takes that step's whole labelled minibatch; each cell counts once.
+    val = np.arange(31, 40)
+    assert _shard_steps(data, val, 2, False, 4) == _shard_steps(data, val, 1, False, 8)
+    assert _shard_steps(data, val, 3, False, 2) == _shard_steps(data, val, 1, False, 6)
+
+
 def test_no_labelled_cells_yields_plain_dicts(data):
     unlabelled = np.flatnonzero(~labelled_mask(data))
     loader = SemiSupervisedDataLoader(data, indices=unlabelled, batch_size=4)

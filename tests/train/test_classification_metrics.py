@@ -10,6 +10,7 @@ import torch
 from snakevi.module.base import LossOutput
 from snakevi.train.classification_metrics import (
     ClassificationEpochMetrics,
+    minibatch_statistics,
     multiclass_accuracy,
     multiclass_calibration_error,
     multiclass_f1_micro,
@@ -78,3 +79,24 @@ def test_epoch_means_are_weighted_by_full_minibatch_size_and_skip_unlabelled_ste
     assert acc.compute() == {}  # reset after compute
     with pytest.raises(ValueError, match="mode"):
         ClassificationEpochMetrics("test", 3)
+
+
+def test_statistics_path_of_ddp_gives_the_epoch_means_of_one_process():
+    # Under DDP the accumulator keeps per-minibatch statistics and sums them over the ranks with
+    # `reduce`; with one rank (reduce = identity) it must give what the direct path gives.
+    outputs = [_output(10, torch.log(PROBS), TARGET, 2.0), _output(30, torch.log(PROBS[2:]) * 3, TARGET[2:], 1.0),
+               LossOutput(loss=torch.tensor(1.0), reconstruction_loss=torch.zeros(50))]
+    direct, reduced = ClassificationEpochMetrics("train", 3), ClassificationEpochMetrics("train", 3)
+    reduced.reduce = lambda t: t
+    for out in outputs:
+        direct.update(out)
+        reduced.update(out)
+    expected, got = direct.compute(), reduced.compute()
+    assert got.keys() == expected.keys()
+    for key in expected:
+        assert got[key] == pytest.approx(expected[key], rel=1e-6), key
+    # Statistics of two shards add up to those of the whole minibatch.
+    halves = [minibatch_statistics(_output(5, torch.log(PROBS[i::2]), TARGET[i::2], 0.5), 3) for i in (0, 1)]
+    whole = minibatch_statistics(_output(10, torch.log(PROBS), TARGET, 0.5), 3)
+    torch.testing.assert_close(halves[0] + halves[1], whole)
+    assert reduced.compute() == {}  # reset after compute, and nothing seen

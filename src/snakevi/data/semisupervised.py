@@ -10,7 +10,9 @@ scvi-tools' ``SemiSupervisedDataSplitter`` + ``SemiSupervisedDataLoader``/``Conc
   an epoch has ``len(full loader)`` steps;
 - ``n_samples_per_label`` keeps at most that many labelled cells per class, drawn anew by
   :meth:`SemiSupervisedDataLoader.resample_labels` (the ``SubSampleLabels`` callback calls it
-  at each epoch start).
+  at each epoch start);
+- under DDP (:meth:`SemiSupervisedDataLoader.shard`) both halves of a pair are a rank's share of
+  the pair one process sees with a ``world_size`` times larger batch.
 
 Every random choice is a pure function of ``(seed, epoch)`` (the full minibatches use the
 same order as :class:`~snakevi.data.AnnDataLoader`), so a resumed run sees the same minibatches.
@@ -102,6 +104,7 @@ class SemiSupervisedDataLoader:
         self.batch_size, self.shuffle, self.drop_last, self.seed = batch_size, bool(shuffle), bool(drop_last), int(seed)
         self.n_samples_per_label = None if n_samples_per_label is None else int(n_samples_per_label)
         self.epoch = 0
+        self.rank, self.world_size, self.pad = 0, 1, False
         # Positions (into the data) of this loader's labelled cells, one array per class.
         cell_labels = np.asarray(labels).reshape(-1)[self.indices]
         self.labeled_locs = [self.indices[cell_labels == code] for code in np.unique(cell_labels)
@@ -127,19 +130,43 @@ class SemiSupervisedDataLoader:
         rng = np.random.default_rng([self.seed, int(epoch), 2])
         return np.concatenate([loc if len(loc) < n else rng.choice(loc, n, replace=False) for loc in self.labeled_locs])
 
+    def shard(self, rank: int, world_size: int, *, pad: bool) -> None:
+        """Visit only rank ``rank``'s share of each pair, for a run of ``world_size`` processes.
+
+        The full minibatches are sharded as :meth:`~snakevi.data.loader.EpochOrder.shard` does.
+        The labelled cells (the same draw on every rank) are ordered and cycled as one process
+        with a ``world_size`` times larger batch would, and each rank takes every
+        ``world_size``-th cell of each labelled minibatch: so pair ``k`` of all ranks together is
+        pair ``k`` of that process. With ``pad`` (training) the labelled order wraps around, as
+        the full one does, so every rank has labelled cells in every pair (each step waits for
+        every rank's classifier). Without it (validation) each cell counts once: the last full
+        minibatch may reach only some ranks, which then share its labelled minibatch among
+        themselves, and a rank whose share of a labelled minibatch is empty gets the full
+        minibatch alone.
+        """
+        self.full.shard(rank, world_size, pad=pad)
+        self.rank, self.world_size, self.pad = int(rank), int(world_size), bool(pad)
+
     # -- iteration ---------------------------------------------------------------------------
     def __len__(self) -> int:
         return len(self.full)
 
+    def _n_labelled(self) -> int:
+        """Labelled cells in one pass over all ranks (padded to a multiple of the ranks when ``pad``)."""
+        n, w = self.labelled_indices.size, self.world_size
+        return -(-n // w) * w if self.pad and w > 1 else n
+
     def _n_labelled_batches(self) -> int:
-        n = self.labelled_indices.size
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        n, size = self._n_labelled(), self.batch_size * self.world_size
+        return n // size if self.drop_last else -(-n // size)
 
     def _labelled_order(self, pass_index: int) -> np.ndarray:
-        if not self.shuffle:
-            return self.labelled_indices
-        rng = np.random.default_rng([self.seed, self.epoch, 1, pass_index])
-        return self.labelled_indices[rng.permutation(self.labelled_indices.size)]
+        order = self.labelled_indices
+        if self.shuffle:
+            rng = np.random.default_rng([self.seed, self.epoch, 1, pass_index])
+            order = order[rng.permutation(order.size)]
+        # As the full order: wrapped around to give every rank a full share (no-op alone).
+        return np.resize(order, self._n_labelled()) if order.size else order
 
     def _gather(self, rows: np.ndarray) -> dict:
         if not isinstance(self.data, CellData):
@@ -156,12 +183,17 @@ class SemiSupervisedDataLoader:
         if n_labelled_batches == 0:
             yield from self.full
             return
-        size, pass_index, b, order = self.batch_size, 0, 0, self._labelled_order(0)
-        for full_batch in self.full:
+        size, pass_index, b, order = self.batch_size * self.world_size, 0, 0, self._labelled_order(0)
+        w, n_full = self.world_size, self.full.indices.size
+        n_full = -(-n_full // w) * w if self.pad else n_full
+        for k, full_batch in enumerate(self.full):
             if b == n_labelled_batches:
                 pass_index, b = pass_index + 1, 0
                 order = self._labelled_order(pass_index)
-            yield full_batch, self._gather(order[b * size : (b + 1) * size])
+            # The ranks that hold a share of full minibatch k share its labelled minibatch.
+            n_ranks = min(w, n_full - k * size)
+            rows = order[b * size : (b + 1) * size][self.rank :: n_ranks]
+            yield (full_batch, self._gather(rows)) if rows.size else full_batch
             b += 1
 
 

@@ -14,6 +14,12 @@ KL warm-up fades out), else the given number. The LR scheduler steps as for ever
 validation when ``lr_scheduler_metric`` names a validation metric, else after the training
 epoch (scvi-tools' rule for this plan). The classifier's weights and optimizer state are part
 of the plan's :meth:`state_dict`, which the trainer puts in every checkpoint.
+
+Under DDP (several processes) the trainer starts every rank from rank 0's classifier
+(:attr:`~AdversarialTrainingPlan.auxiliary_modules`), normalises its BatchNorm over the whole
+minibatch, and hands the plan its gradient averaging (:meth:`set_gradient_averaging`): after the
+classifier's backward its gradients are averaged over the ranks in one flat all-reduce, as the
+module's are, so its step is the one a single process takes on the whole minibatch.
 """
 
 from __future__ import annotations
@@ -53,10 +59,6 @@ class AdversarialTrainingPlan(TrainingPlan):
     to make the classifier's initial weights reproducible.
     """
 
-    #: Why DDP refuses this plan for now (see snakevi.train.distributed_setup.check_ddp_plan).
-    ddp_unsupported = ("the batch classifier's gradients are not yet averaged between processes; train "
-                       "with adversarial_classifier=False, or with devices=1.")
-
     def __init__(
         self,
         module: BaseModuleClass,
@@ -90,12 +92,24 @@ class AdversarialTrainingPlan(TrainingPlan):
             )
         self.adversarial_classifier = adversarial_classifier
         self.classifier_optimizer: torch.optim.Optimizer | None = None
+        self._classifier_params: list[torch.nn.Parameter] = []
+        self._average_gradients = None  # the ranks' averaging under DDP (set by the trainer)
         self._pending: tuple[torch.Tensor, torch.Tensor, float] | None = None
 
     @property
     def has_adversary(self) -> bool:
         """Whether a batch classifier is trained against the encoder."""
         return self.adversarial_classifier is not False
+
+    @property
+    def auxiliary_modules(self) -> tuple[torch.nn.Module, ...]:
+        """Modules trained besides ``module`` (the classifier): under DDP the trainer broadcasts them
+        from rank 0 and gives their BatchNorm the whole minibatch, as it does for ``module``."""
+        return (self.adversarial_classifier,) if self.has_adversary else ()
+
+    def set_gradient_averaging(self, average) -> None:
+        """Average the classifier's gradients over the ranks with ``average(params)`` (None: alone)."""
+        self._average_gradients = average
 
     def kappa(self, kl_weight: float) -> float:
         """Weight of the adversarial losses at this KL weight."""
@@ -110,7 +124,8 @@ class AdversarialTrainingPlan(TrainingPlan):
             # The trainer moves only the module; the classifier follows it here, in training mode
             # for good (it is not used in validation).
             self.adversarial_classifier.to(self.module.device).train()
-            params = [p for p in self.adversarial_classifier.parameters() if p.requires_grad]
+            params = self._classifier_params = [p for p in self.adversarial_classifier.parameters()
+                                                if p.requires_grad]
             self.classifier_optimizer = optim.Adam(
                 params, lr=1e-3, eps=0.01, weight_decay=self.weight_decay, fused=_can_fuse(params)
             )
@@ -162,6 +177,8 @@ class AdversarialTrainingPlan(TrainingPlan):
         loss = self.loss_adversarial_classifier(z, batch_index, True) * kappa
         self.classifier_optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if self._average_gradients is not None:
+            self._average_gradients(self._classifier_params)
         self.classifier_optimizer.step()
 
     # -- checkpoints -----------------------------------------------------------------------

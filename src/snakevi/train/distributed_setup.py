@@ -88,6 +88,11 @@ def check_ddp_plan(plan, callbacks) -> None:
             f"{type(plan).__name__} cannot sum its metrics over processes (no set_metrics_reduction); "
             "train it with one process (devices=1)."
         )
+    if auxiliary_modules(plan) and not hasattr(plan, "set_gradient_averaging"):
+        raise ValueError(
+            f"{type(plan).__name__} trains auxiliary_modules but cannot average their gradients over "
+            "processes (no set_gradient_averaging); train it with one process (devices=1)."
+        )
     unsupported = getattr(plan, "ddp_unsupported", None)
     if unsupported:
         raise ValueError(f"{type(plan).__name__} does not train with several processes yet: {unsupported}")
@@ -95,6 +100,31 @@ def check_ddp_plan(plan, callbacks) -> None:
         reason = getattr(callback, "ddp_unsupported", None)
         if reason:
             raise ValueError(f"callback {type(callback).__name__} does not work with several processes: {reason}")
+
+
+def auxiliary_modules(plan) -> tuple:
+    """Modules a plan trains besides ``plan.module`` with an optimizer of its own (e.g. the adversary)."""
+    return tuple(getattr(plan, "auxiliary_modules", ()))
+
+
+def attach_plan(dist: Distributed, plan) -> None:
+    """Make ``plan`` one rank's part of the run (after ``configure_optimizers``, which places its modules).
+
+    Its metrics are summed over the ranks, its auxiliary modules start from rank 0's weights, and
+    it averages their gradients over the ranks as the trainer does the module's.
+    """
+    plan.set_metrics_reduction(dist.all_reduce_sum)
+    for module in auxiliary_modules(plan):
+        dist.broadcast_module(module)
+    if hasattr(plan, "set_gradient_averaging"):
+        plan.set_gradient_averaging(dist.average_gradients)
+
+
+def detach_plan(plan) -> None:
+    """Undo :func:`attach_plan`: the plan trains alone again."""
+    plan.set_metrics_reduction(None)
+    if hasattr(plan, "set_gradient_averaging"):
+        plan.set_gradient_averaging(None)
 
 
 def shard_loaders(dist: Distributed, train_loader, val_loader) -> None:

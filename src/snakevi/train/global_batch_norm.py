@@ -59,13 +59,13 @@ class GlobalBatchNorm1d(nn.BatchNorm1d):
 
 
 @contextmanager
-def global_batch_norm(module: nn.Module) -> Iterator[int]:
-    """Within the block, every ``BatchNorm1d`` of ``module`` normalises over all ranks' shards.
+def global_batch_norm(*modules: nn.Module) -> Iterator[int]:
+    """Within the block, every ``BatchNorm1d`` of ``modules`` normalises over all ranks' shards.
 
     Yields the number of layers switched; their class is restored afterwards (the weights and
     running statistics are the same objects throughout).
     """
-    layers = [m for m in module.modules() if type(m) is nn.BatchNorm1d]
+    layers = [m for module in modules for m in module.modules() if type(m) is nn.BatchNorm1d]
     for layer in layers:
         layer.__class__ = GlobalBatchNorm1d
     try:

@@ -5,6 +5,10 @@ A minibatch is either a ``(full, labelled)`` pair (from
 labelled part goes to ``module.loss`` as ``labelled_tensors``, with ``classification_ratio``.
 Besides the ELBO metrics it logs ``{train,validation}_classification_loss``, ``_accuracy``,
 ``_f1_score`` and ``_calibration_error`` (see :mod:`snakevi.train.classification_metrics`).
+
+Under DDP the loader gives each rank its share of both halves of a pair
+(:meth:`~snakevi.data.SemiSupervisedDataLoader.shard`), and the classification metrics are
+computed from statistics summed over the ranks, so the history is one process's.
 """
 
 from __future__ import annotations
@@ -46,10 +50,6 @@ class SemiSupervisedTrainingPlan(TrainingPlan):
         :class:`~snakevi.train.TrainingPlan` arguments (``lr``, ``weight_decay``,
         ``n_epochs_kl_warmup``, ``reduce_lr_on_plateau``, ...) and further loss keywords.
     """
-
-    #: Why DDP refuses this plan for now (see snakevi.train.distributed_setup.check_ddp_plan).
-    ddp_unsupported = ("its classification metrics and labelled subsample are not yet shared between "
-                       "processes; train scANVI with devices=1.")
 
     def __init__(self, module: BaseModuleClass, n_classes: int, *, classification_ratio: float = 50, **kwargs) -> None:
         if "labelled_tensors" in kwargs:
@@ -95,6 +95,11 @@ class SemiSupervisedTrainingPlan(TrainingPlan):
         super().reset_metrics()
         self.train_classification_metrics.reset()
         self.validation_classification_metrics.reset()
+
+    def set_metrics_reduction(self, reduce) -> None:
+        """Sum the ELBO metrics and the classification metrics' statistics over the ranks (None: alone)."""
+        super().set_metrics_reduction(reduce)
+        self.train_classification_metrics.reduce = self.validation_classification_metrics.reduce = reduce
 
     def train_epoch_metrics(self) -> dict[str, float]:
         """ELBO metrics and ``kl_weight`` (see TrainingPlan) plus ``train_{classification_loss,...}``."""

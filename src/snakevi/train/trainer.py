@@ -23,6 +23,9 @@ Callbacks with ``runs_last = True`` run after the others in every hook.
 A plan may own more than the module's optimizer (the adversarial plan trains a classifier with
 its own): it then defines ``after_optimizer_step()``, run after each step of the module's
 optimizer, and ``state_dict()``/``load_state_dict()``, saved in checkpoints under ``"plan"``.
+Under DDP such a plan lists those modules in ``auxiliary_modules`` (broadcast from rank 0, their
+BatchNorm over the whole minibatch) and takes the ranks' gradient averaging through
+``set_gradient_averaging(average)``, to call after its own backward.
 """
 
 from __future__ import annotations
@@ -40,7 +43,15 @@ from snakevi.train.callbacks.progress import ProgressBar
 from snakevi.train.checkpoint_io import write_checkpoint
 from snakevi.train.device import move_batch, resolve_device
 from snakevi.train.distributed import SINGLE_PROCESS, join_process_group
-from snakevi.train.distributed_setup import check_ddp_plan, rank_device, shard_loaders, wants_ddp
+from snakevi.train.distributed_setup import (
+    attach_plan,
+    auxiliary_modules,
+    check_ddp_plan,
+    detach_plan,
+    rank_device,
+    shard_loaders,
+    wants_ddp,
+)
 from snakevi.train.global_batch_norm import global_batch_norm
 from snakevi.train.reproducibility import deterministic_algorithms, get_rng_states, seed_everything
 from snakevi.train.resume_state import restore_fit_state
@@ -196,13 +207,14 @@ class Trainer:
             plan.module.to(self.device)
             self.dist.broadcast_module(plan.module)  # every rank starts from rank 0's weights
             plan.reset_metrics()
-            if self.dist.enabled:
-                plan.set_metrics_reduction(self.dist.all_reduce_sum)
             self.optimizer, self.scheduler = plan.configure_optimizers()
+            if self.dist.enabled:
+                attach_plan(self.dist, plan)
             self._clip_params = [p for group in self.optimizer.param_groups for p in group["params"]]
             if ckpt_path is not None:
                 restore_fit_state(self, ckpt_path, plan)
-            batch_norm = global_batch_norm(plan.module) if self.dist.enabled else nullcontext()
+            batch_norm = (global_batch_norm(plan.module, *auxiliary_modules(plan)) if self.dist.enabled
+                          else nullcontext())
             try:
                 with batch_norm:
                     self._call("on_fit_start", plan)
@@ -214,7 +226,7 @@ class Trainer:
                 raise
             finally:
                 if self.dist.enabled:
-                    plan.set_metrics_reduction(None)
+                    detach_plan(plan)
 
     @property
     def is_main(self) -> bool:
