@@ -232,6 +232,8 @@ class BaseModelClass(TrainingDeclaration):
         from snakevi.train import EarlyStopping, LearningRateMonitor, Trainer
 
         if needs_spawn(devices):  # devices=N from a plain session: N processes train, this model gets the result
+            if max_epochs is None:  # decided here: the ranks' rebuilt models do not know how this one was made
+                arguments["max_epochs"] = self._default_max_epochs(len(self.data))
             return train_in_processes(self, devices, arguments)
         seed = self.seed if seed is None else seed
         data = self.data

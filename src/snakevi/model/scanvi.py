@@ -264,7 +264,9 @@ class SCANVI(ArchesMixin, InferenceMixin, BaseModelClass):
         The model itself.
         """
         splitter_kwargs = dict(kwargs.pop("datasplitter_kwargs", None) or {})
-        splitter_kwargs["n_samples_per_label"] = n_samples_per_label
+        if n_samples_per_label is not None or "n_samples_per_label" not in splitter_kwargs:
+            # (a rank of train(devices=N) gets it back inside datasplitter_kwargs)
+            splitter_kwargs["n_samples_per_label"] = n_samples_per_label
         return super().train(max_epochs, train_size=train_size, datasplitter_kwargs=splitter_kwargs, **kwargs)
 
     def _default_max_epochs(self, n_obs: int) -> int:
