@@ -55,6 +55,28 @@ def test_x_log_factorial_is_the_per_cell_sum_of_log_x_factorial(layout, monkeypa
     assert out["x_log_factorial"][7, 0] == 0
 
 
+def test_log_factorials_of_a_large_csr_need_bounded_temporary_memory():
+    """The train job's peak memory on data larger than RAM includes these temporaries."""
+    import tracemalloc
+
+    from snakevi.data.celldata import count_log_factorials
+
+    n_cells, per_cell = 6000, 1000  # 6 million stored values: 24 MB of float32 counts
+    indptr = np.arange(0, (n_cells + 1) * per_cell, per_cell, dtype=np.int64)
+    indices = np.tile(np.arange(per_cell, dtype=np.int32), n_cells)
+    data = np.full(n_cells * per_cell, 3.0, dtype=np.float32)
+    X = sp.csr_matrix((data, indices, indptr), shape=(n_cells, per_cell), copy=False)
+    tracemalloc.start()
+    try:
+        out = count_log_factorials(X)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    np.testing.assert_allclose(out, per_cell * np.log(6.0), rtol=1e-6)
+    # One chunk costs about 30 bytes per stored value; all 6 million at once would be ~180 MB.
+    assert peak < 64 << 20, f"peak temporary memory {peak >> 20} MB"
+
+
 def test_codes_follow_the_registry_mappings(adata):
     out = _gathered(adata)
     # batch b{i%3}; cell_type t{i%2}; site categories ["s1", "s0"], cell i has ("s1","s0")[i%2]

@@ -39,7 +39,7 @@ def _row_major(X):
 
 
 #: Stored values per chunk when summing log-factorials (bounds the temporary float64 arrays).
-_LOG_FACTORIAL_CHUNK = 1 << 23
+_LOG_FACTORIAL_CHUNK = 1 << 20
 
 
 def count_log_factorials(X) -> np.ndarray:
