@@ -28,6 +28,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from snakevi.data.celldata import CellData
+from snakevi.data.page_cache import advise_random_access
 from snakevi._atomic import atomic_path
 from snakevi._safe_load import load_npy
 from snakevi.data.validation import RegistrationError
@@ -210,6 +211,8 @@ def load_prepared(prepared_dir: str | os.PathLike, registry: dict, *, mmap: bool
     shape = (int(spec["n_obs"]), int(spec["n_vars"]))
     if indptr.shape[0] != shape[0] + 1 or data.shape[0] != int(spec["nnz"]):
         raise RegistrationError(f"{folder}: array sizes do not match loader.json; run prepare again.")
+    if mmap:
+        advise_random_access((data, indices), str(folder))
     X = sp.csr_matrix((data, indices, indptr), shape=shape, copy=False)
     obs = {key: load(f"obs_{key}.npy") for key in spec["obs_keys"]}
     return CellData(X, obs, registry)
