@@ -341,14 +341,23 @@ class BaseModelClass(TrainingDeclaration):
         return splitter.train_dataloader(), splitter.val_dataloader() if len(splitter.val_idx) > 0 else None
 
     # ---- persistence ---------------------------------------------------------------------
-    def save(self, dir_path: str | os.PathLike, *, overwrite: bool = False) -> None:
+    def save(self, dir_path: str | os.PathLike, *, overwrite: bool = False, format: str = "snakevi") -> None:
         """Save the model as a directory readable by :meth:`load`.
 
-        Writes ``model.pt`` (the module's ``state_dict``, tensors only) and ``model.json``
-        (model class, constructor parameters, registry with var_names and category mappings,
-        history, split indices, snakevi version). The write is atomic.
+        ``format="snakevi"`` writes ``model.pt`` (the module's ``state_dict``, tensors only) and
+        ``model.json`` (model class, constructor parameters, registry with var_names and
+        category mappings, history, split indices, snakevi version). ``format="scvi-tools"``
+        writes scvi-tools' model directory (one ``model.pt``), which ``scvi.model.SCVI.load``
+        / ``SCANVI.load`` (scvi-tools 1.4.x) read, and so does :meth:`load`. The write is atomic.
         """
-        persistence.save_model(self, dir_path, overwrite=overwrite)
+        if format == "scvi-tools":
+            from snakevi.model.scvi_tools_format import save_scvi_tools
+
+            save_scvi_tools(self, dir_path, overwrite=overwrite)
+        elif format == "snakevi":
+            persistence.save_model(self, dir_path, overwrite=overwrite)
+        else:
+            raise ValueError(f"format={format!r}: use 'snakevi' (the default) or 'scvi-tools'.")
 
     @classmethod
     def load(
@@ -359,7 +368,11 @@ class BaseModelClass(TrainingDeclaration):
         accelerator: str = "cpu",
         verify: bool = True,
     ) -> BaseModelClass:
-        """Load a model saved with :meth:`save` for the data ``adata``.
+        """Load a model saved with :meth:`save` (either format) for the data ``adata``.
+
+        ``dir_path`` may also be a scvi-tools model directory (scvi-tools' ``model.save``, or
+        a scvi-hub model); its ``model.pt`` is read with a restricted unpickler that admits
+        only the types such files hold, so no code from the file runs.
 
         ``adata`` must have the model's genes in the same order and only categories the
         model knows (batch, labels, categorical covariates); otherwise a ``ValueError`` says

@@ -54,7 +54,12 @@ def load_into_class(
     from snakevi.data.compatibility import check_compatible
     from snakevi.train.device import resolve_device
 
-    state_dict, meta = bundle.read_bundle(dir_path, verify=verify)
+    from snakevi.model import scvi_tools_format
+
+    if scvi_tools_format.is_scvi_tools_dir(dir_path):
+        state_dict, meta = scvi_tools_format.read_scvi_tools(dir_path)
+    else:
+        state_dict, meta = bundle.read_bundle(dir_path, verify=verify)
     if meta.get("model_name") != cls.__name__:
         raise bundle.ModelFileError(
             f"{dir_path} holds a {meta.get('model_name')} model; load it with "
