@@ -5,5 +5,6 @@ from snakevi.steps.logs import step_logging
 
 sm = snakemake  # noqa: F821 - injected by Snakemake
 with step_logging(sm.log[0], step=f"export {sm.wildcards.run}", ends_process=True):
+    params = {k: v for k, v in sm.params.export.items() if k != "scvi_tools"}  # rule export_scvi_tools's key
     export(sm.input.model, sm.input.h5ad, sm.output.embedding, latent=sm.input.latent, threads=sm.threads,
-           **sm.params.export)
+           **params)

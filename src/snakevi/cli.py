@@ -5,6 +5,7 @@
     snakevi train    --prepared prepared/ --registry registry.json --model model/ --history history.csv \
                      --latent latent.npy
     snakevi export   --model model/ --input data.h5ad --latent latent.npy --output embedding.h5ad
+    snakevi export-scvi-tools --model model/ --output model_scvi_tools/
     snakevi report   --history history.csv --latent latent.npy --prepared prepared/ \
                      --registry registry.json --output report/ --run NAME
     snakevi integration --latent latent.npy --prepared prepared/ --registry registry.json \
@@ -169,6 +170,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="scale of the normalized expression (left out: the step's default)")
     s.add_argument("--threads", type=int, default=None)
 
+    s.add_argument("--full-anndata", action="store_true", default=STEP_DEFAULT,
+                   help="write into a copy of the whole input AnnData (all genes, layers, obs)")
+
+    s = add("export-scvi-tools", "write an SCVI/SCANVI model folder as scvi-tools' model directory")
+    s.add_argument("--model", required=True, help="model folder from `snakevi train`")
+    s.add_argument("--output", required=True, help="scvi-tools model directory to write")
+
     s = add("report", "plot loss curves and the latent space; write metrics.json")
     s.add_argument("--history", required=True, help="history .csv from `snakevi train`")
     _latent_prepared_registry_output(s)
@@ -252,7 +260,11 @@ def _dispatch(args) -> None:
         from snakevi.steps.export import export
 
         export(args.model, args.input, args.output, latent=args.latent, normalized_layer=args.normalized_layer,
-               threads=args.threads, **_given(args, "latent_key", "predicted_key", "library_size"))
+               threads=args.threads, **_given(args, "latent_key", "predicted_key", "library_size", "full_anndata"))
+    elif cmd == "export-scvi-tools":
+        from snakevi.steps.export_scvi_tools import export_scvi_tools
+
+        export_scvi_tools(args.model, args.output)
     elif cmd == "report":
         from snakevi.steps.report import report
 

@@ -293,3 +293,36 @@ def test_linear_scvi_trains_through_the_step_and_exports_its_latent_key(tiny_reg
     assert type(model).__name__ == "LinearSCVI" and model.get_loadings().shape == (50, 3)
     emb = export(tmp_path / "model", h5ad, tmp_path / "embedding.h5ad")
     assert list(emb.obsm) == ["X_LinearSCVI"] and "C_scANVI" not in emb.obs
+
+
+def test_full_anndata_keeps_every_gene_and_marks_the_model_genes(trained, tmp_path):
+    h5ad, registry_json, _, out = trained
+    source = anndata.read_h5ad(h5ad)
+    source.layers["extra"] = source.X.copy()
+    source.obsm["X_umap"] = np.zeros((source.n_obs, 2), dtype=np.float32)
+    source.write_h5ad(tmp_path / "source.h5ad")
+    full = export(out / "model", tmp_path / "source.h5ad", tmp_path / "full.h5ad", full_anndata=True)
+    written = anndata.read_h5ad(tmp_path / "full.h5ad")
+    assert list(written.var_names) == list(source.var_names) and "extra" in written.layers
+    assert "X_umap" in written.obsm and written.obsm["X_scVI"].shape == (300, 3)
+    model_genes = json.loads(registry_json.read_text())["fields"]["X"]["column_names"]
+    assert list(written.var_names[written.var["snakevi_model_gene"].to_numpy()]) == model_genes
+    plain = export(out / "model", h5ad, tmp_path / "plain.h5ad")
+    np.testing.assert_array_equal(full.obsm["X_scVI"], plain.obsm["X_scVI"])
+
+
+def test_full_anndata_with_a_normalized_layer_is_refused_before_writing(trained, tmp_path):
+    h5ad, _, _, out = trained
+    with pytest.raises(StepError, match="full_anndata and export.normalized_layer"):
+        export(out / "model", h5ad, tmp_path / "e.h5ad", full_anndata=True, normalized_layer="norm")
+    assert not list(tmp_path.iterdir())
+
+
+def test_export_scvi_tools_of_a_linear_scvi_model_exits_1_and_writes_nothing(tiny_registered, tmp_path):
+    from snakevi.cli import main
+
+    h5ad, registry_json, prepared = tiny_registered
+    train(prepared, registry_json, tmp_path / "model", tmp_path / "history.csv", model_class="linear_scvi",
+          model_params=MODEL, train_params={"max_epochs": 1}, seed=3, accelerator="cpu")
+    status = main(["export-scvi-tools", "--model", str(tmp_path / "model"), "--output", str(tmp_path / "st")])
+    assert status == 1 and not (tmp_path / "st").exists()

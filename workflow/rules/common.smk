@@ -26,9 +26,14 @@ def resolve_model_defaults():
     default_key = config_schema["$defs"]["run"]["properties"]["model_class"][
         "x-latent-key"
     ]
-    for run in config["runs"].values():
+    for name, run in config["runs"].items():
         if run["export"]["latent_key"] is None:
             run["export"]["latent_key"] = default_key[run["model_class"]]
+        if run["export"]["scvi_tools"] and run["model_class"] not in ("scvi", "scanvi"):
+            raise WorkflowError(
+                f"Invalid config at runs.{name}.export.scvi_tools: a {run['model_class']} model has no "
+                "scvi-tools format here (scvi and scanvi runs do); set it to false."
+            )
     for name, query in config["queries"].items():
         if query["reference"] not in config["runs"]:
             raise WorkflowError(
@@ -202,6 +207,8 @@ def all_targets():
             f"results/{run}/model",
         ]
         targets += [f"results/{run}/report/{name}" for name in REPORT_FILES]
+        if config["runs"][run]["export"]["scvi_tools"]:
+            targets.append(f"results/{run}/model_scvi_tools")
     return targets
 
 

@@ -20,3 +20,21 @@ rule export:
         export=lambda wildcards: run_config(wildcards)["export"],
     script:
         "../../scripts/export.py"
+
+
+# The model as scvi-tools' model directory (export.scvi_tools), for pipelines that take one.
+rule export_scvi_tools:
+    input:
+        model="results/{run}/model",
+    output:
+        model=directory("results/{run}/model_scvi_tools"),
+    log:
+        "results/{run}/logs/export_scvi_tools.log",
+    conda:
+        "../../envs/snakevi-cpu.yaml"
+    threads: 1
+    resources:
+        mem_mb=run_mem_mb,
+        runtime=run_runtime,
+    script:
+        "../../scripts/export_scvi_tools.py"

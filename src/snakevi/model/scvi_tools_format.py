@@ -57,42 +57,61 @@ def is_scvi_tools_dir(dir_path: str | os.PathLike) -> bool:
 # ---- writing ------------------------------------------------------------------------------
 def save_scvi_tools(model, dir_path: str | os.PathLike, *, overwrite: bool = False) -> Path:
     """Write ``model`` (SCVI or SCANVI) as a scvi-tools model directory, atomically."""
-    import torch
-
-    name = type(model).__name__
-    if name not in _NON_KWARGS:
-        raise ValueError(f"format='scvi-tools' is for SCVI and SCANVI models, not {name}; save it with format='snakevi'.")
-    target = Path(dir_path)
-    if target.exists() and not overwrite:
-        raise FileExistsError(f"{target} already exists; pass overwrite=True to replace it or choose another directory.")
-    payload = scvi_tools_payload(model)
-    with atomic_path(target) as staging:
-        staging.mkdir()
-        torch.save(payload, staging / WEIGHTS_FILE)
-    return target
+    return write_scvi_tools(scvi_tools_payload(model), dir_path, overwrite=overwrite)
 
 
 def scvi_tools_payload(model) -> dict:
     """The dict scvi-tools' ``model.pt`` holds, built from a snakevi model."""
-    name = type(model).__name__
-    registry = model.registry
-    state = {k: v.detach().cpu() for k, v in model.module.state_dict().items()}
+    return payload_from_parts(
+        type(model).__name__, model.module.state_dict(), registry=model.registry, init_params=model.init_params,
+        is_trained=model.is_trained, history=model.history_records,
+        split={"train": model.train_indices, "validation": model.validation_indices, "test": model.test_indices},
+    )
+
+
+def payload_from_bundle(state_dict: dict, meta: dict) -> dict:
+    """The same dict from a snakevi bundle's weights and ``model.json`` (no model is built)."""
+    return payload_from_parts(meta["model_name"], state_dict, registry=meta["registry"],
+                              init_params=meta["init_params"], is_trained=meta.get("is_trained", False),
+                              history=meta.get("history", []), split=meta.get("split", {}))
+
+
+def payload_from_parts(name: str, state_dict: dict, *, registry: dict, init_params: dict, is_trained: bool,
+                       history: list[dict], split: dict) -> dict:
+    """scvi-tools' ``model.pt`` dict of a ``name`` model (SCVI or SCANVI)."""
+    if name not in _NON_KWARGS:
+        raise ValueError(f"the scvi-tools format is for SCVI and SCANVI models, not {name}; "
+                         "keep it in snakevi's format (format='snakevi').")
+    state = {k: v.detach().cpu() for k, v in state_dict.items()}
     state["pyro_param_store"] = {"params": {}, "constraints": {}}
     var_names = np.asarray(registry["fields"]["X"]["column_names"], dtype=object)
     attrs = {
         "registry_": _scvi_registry(registry, name),
-        "init_params_": _scvi_init_params(model.init_params, name),
-        "is_trained_": bool(model.is_trained),
-        "train_indices_": _indices(model.train_indices),
-        "validation_indices_": _indices(model.validation_indices),
-        "test_indices_": _indices(model.test_indices),
-        "history_": _history_frames(model.history_records),
+        "init_params_": _scvi_init_params(init_params, name),
+        "is_trained_": bool(is_trained),
+        "train_indices_": _indices(split.get("train")),
+        "validation_indices_": _indices(split.get("validation")),
+        "test_indices_": _indices(split.get("test")),
+        "history_": _history_frames(history),
         "get_normalized_function_name_": "get_normalized_expression",
         "run_name_": "", "run_id_": "",
     }
     if name == "SCANVI":
         attrs["unlabeled_category_"] = registry["fields"]["labels"].get("unlabeled_category")
     return {"model_state_dict": state, "var_names": var_names, "attr_dict": attrs}
+
+
+def write_scvi_tools(payload: dict, dir_path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Write ``payload`` as a scvi-tools model directory (``model.pt``), atomically."""
+    import torch
+
+    target = Path(dir_path)
+    if target.exists() and not overwrite:
+        raise FileExistsError(f"{target} already exists; pass overwrite=True to replace it or choose another directory.")
+    with atomic_path(target) as staging:
+        staging.mkdir()
+        torch.save(payload, staging / WEIGHTS_FILE)
+    return target
 
 
 def _scvi_registry(registry: dict, name: str) -> dict:

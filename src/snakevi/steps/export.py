@@ -28,6 +28,7 @@ def export(
     predicted_key: str = "C_scANVI",
     normalized_layer: str | None = None,
     library_size: float = 1e4,
+    full_anndata: bool = False,
     batch_size: int = 1024,
     threads: int | None = None,
 ):
@@ -57,6 +58,12 @@ def export(
         cells x genes) in this layer; its posterior sample is seeded with the model's seed.
     library_size
         Scale of the normalised expression (1e4: counts per 10,000).
+    full_anndata
+        Write the outputs (``obsm[latent_key]``, predicted labels) into a copy of the whole
+        input AnnData, with all its genes, layers, ``obs``, ``obsm`` and ``uns``, instead of an
+        AnnData of the registered genes, so it drops into the pipeline that made it. The
+        model's registry is then not stored (load the model on ``adata[:, model genes]``).
+        Not with ``normalized_layer`` (that layer has the registered genes only).
     batch_size
         Cells per inference minibatch.
     threads
@@ -76,6 +83,12 @@ def export(
     from snakevi.model.registry import saved_model_class
 
     # The cheap checks (model.json, the dataset's genes and categories) come before torch is even imported.
+    if full_anndata and normalized_layer:
+        raise StepError(
+            f"export.full_anndata and export.normalized_layer ({normalized_layer!r}) cannot go together: the "
+            "normalized expression covers the model's genes only, not every gene of the full AnnData. "
+            "Drop one of the two (the embedding .h5ad without full_anndata holds both)."
+        )
     meta = read_meta(model_dir)
     cls = saved_model_class(model_dir)
     latent_key = latent_key or cls.latent_key
@@ -87,6 +100,7 @@ def export(
         check_compatible(registry, adata, genes="superset")
     except RegistrationError as err:
         raise StepError(f"{h5ad} does not fit the model in {model_dir}: {err}") from err
+    full = adata if full_anndata else None
     if list(adata.var_names) != genes:
         adata = adata[:, genes].copy()
     # Keep the input's layout for the registered genes (counts in X, or in their layer), so the
@@ -110,10 +124,24 @@ def export(
                        threads=threads)
     out.uns["snakevi"] = {"latent_key": latent_key, "normalized_layer": normalized_layer or "",
                           "model_dir": str(model_dir)}
+    if full is not None:
+        out = _into_full(full, out, latent_key, predicted_key if cls.predicts_labels else None)
     write_h5ad_atomic(out, embedding_out)
     log.info("embedding %s (%d cells x %d dims) -> %s", latent_key, out.n_obs, out.obsm[latent_key].shape[1],
              embedding_out)
     return out
+
+
+def _into_full(full, out, latent_key: str, predicted_key: str | None):
+    """The input AnnData, whole, with the model's outputs computed on its registered genes."""
+    full.obsm[latent_key] = out.obsm[latent_key]
+    if predicted_key is not None:
+        for key in (predicted_key, f"{predicted_key}_probability"):
+            full.obs[key] = out.obs[key].values
+    # Which genes the model saw (the highly variable ones, if the run selected some), as scanpy marks them.
+    full.var["snakevi_model_gene"] = full.var_names.isin(out.var_names)
+    full.uns["snakevi"] = {**out.uns["snakevi"], "model_genes": int(out.n_vars)}
+    return full
 
 
 def _model_outputs(out, cls, model_dir, h5ad, *, latent_key, predicted_key, normalized_layer, library_size,
