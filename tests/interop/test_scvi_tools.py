@@ -95,6 +95,16 @@ def test_snakevi_models_load_in_scvi_tools_and_theirs_in_snakevi(cellbench_small
     assert np.abs(theirs.get_latent_representation(adata.copy()) - np.load(work / "scvi_written_latent.npy")).max() < 1e-5
     assert [r["epoch"] for r in theirs.history_records] == [0, 1]
 
+    # ... and is a reference a query maps onto (the workflow's queries.<name>.reference_model).
+    from snakevi.steps.map_query import map_query
+
+    query = adata[:100].copy()
+    query.obs["batch"] = ("query_" + query.obs["batch"].astype(str)).astype("category")
+    query.write_h5ad(work / "query.h5ad")
+    mapped = map_query(work / "scvi_written", work / "query.h5ad", work / "q_model", work / "q_history.csv",
+                       work / "q_embedding.h5ad", train_params={"max_epochs": 1}, accelerator="cpu")
+    assert mapped.obsm["X_scVI"].shape == (100, 6) and np.isfinite(mapped.obsm["X_scVI"]).all()
+
 
 def _tiny_scvi():
     adata = simulate(n_cells=120, n_genes=30, seed=1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import anndata
 import numpy as np
+import pytest
 from wf_helpers import snakemake, write_config
 
 TINY = {"simulate": {"n_cells": 300, "n_genes": 60, "n_batches": 2, "n_groups": 3}}
@@ -35,6 +36,22 @@ def test_a_run_exports_a_scvi_tools_model_and_the_full_anndata(tmp_path):
     model = SCVI.load(results / "model_scvi_tools", data)
     assert np.abs(model.get_latent_representation(data) - full.obsm["X_scVI"]).max() < 1e-5
 
+    # A query onto that directory (reference_model) is the query onto the run (reference):
+    # the same weights and registry, so with the same seed the same mapped latent.
+    query = source.copy()
+    query.obs["batch"] = "new_" + query.obs["batch"].astype(str)
+    query.write_h5ad(tmp_path / "resources" / "query.h5ad")
+    train = {"max_epochs": 2}
+    queries = {"q_run": {"reference": "ref", "dataset": "resources/query.h5ad", "train": train},
+               "q_dir": {"reference_model": "results/ref/model_scvi_tools", "dataset": "resources/query.h5ad",
+                         "train": train}}
+    write_config(tmp_path, {**TINY, "runs": {"ref": {**RUN, "export": export}}, "queries": queries})
+    snakemake(tmp_path, "--cores", "2", "-q")
+    mapped = {name: anndata.read_h5ad(tmp_path / "results" / "queries" / name / "embedding.h5ad")
+              for name in queries}
+    assert mapped["q_dir"].obsm["X_scVI"].shape == (300, 4)
+    np.testing.assert_allclose(mapped["q_dir"].obsm["X_scVI"], mapped["q_run"].obsm["X_scVI"], atol=1e-6)
+
 
 def _model_genes(full, results):
     import json
@@ -50,3 +67,12 @@ def test_scvi_tools_export_of_a_linear_scvi_run_is_refused_naming_the_key(tmp_pa
     assert out.returncode != 0
     assert "Invalid config at runs.lin.export.scvi_tools" in out.stdout + out.stderr
     assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize("given", [{}, {"reference": "ref", "reference_model": "models/x"}])
+def test_a_query_names_exactly_one_reference(tmp_path, given):
+    queries = {"q": {"dataset": "resources/demo.h5ad", **given}}
+    write_config(tmp_path, {**TINY, "runs": {"ref": RUN}, "queries": queries})
+    out = snakemake(tmp_path, "--cores", "1", "-n", check=False)
+    assert out.returncode != 0
+    assert "Invalid config at queries.q: give one of reference" in out.stdout + out.stderr

@@ -35,6 +35,16 @@ def resolve_model_defaults():
                 "scvi-tools format here (scvi and scanvi runs do); set it to false."
             )
     for name, query in config["queries"].items():
+        given = [key for key in ("reference", "reference_model") if key in query]
+        if len(given) != 1:
+            raise WorkflowError(
+                f"Invalid config at queries.{name}: give one of reference (a run's name) and "
+                f"reference_model (a model directory), not {' and '.join(given) or 'neither'}."
+            )
+        if "reference_model" in query:
+            # The model's class (and so its latent key) is read by the map_query job, not here:
+            # reading a scvi-tools model.pt needs torch, which parsing the workflow does not load.
+            continue
         if query["reference"] not in config["runs"]:
             raise WorkflowError(
                 f"Invalid config at queries.{name}.reference: {query['reference']!r} is not among the "
@@ -48,8 +58,11 @@ def resolve_model_defaults():
 resolve_model_defaults()
 RUNS = selected_runs()
 # Queries of the runs being built (select_runs leaves out the queries of the runs it leaves out).
+# A query onto a model directory (reference_model) is always built.
 QUERIES = sorted(
-    name for name, query in config["queries"].items() if query["reference"] in RUNS
+    name
+    for name, query in config["queries"].items()
+    if "reference_model" in query or query["reference"] in RUNS
 )
 
 
@@ -188,8 +201,11 @@ def query_config(wildcards):
 
 
 def query_reference(wildcards):
-    """The trained model folder of the run a query maps onto."""
-    return f"results/{query_config(wildcards)['reference']}/model"
+    """The model folder a query maps onto: its run's, or the model directory it names."""
+    query = query_config(wildcards)
+    if "reference_model" in query:
+        return local(query["reference_model"])
+    return f"results/{query['reference']}/model"
 
 
 def query_dataset(wildcards):

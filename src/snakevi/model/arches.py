@@ -41,7 +41,7 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from snakevi.model import bundle
+from snakevi.model.persistence import read_model_dir
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -68,13 +68,10 @@ class _Reference:
 
 
 def _read_reference(reference, *, weights: bool) -> _Reference:
-    """A model instance or a directory written by ``model.save()`` -> :class:`_Reference`."""
+    """A model instance or a directory written by ``model.save()`` (either format) -> :class:`_Reference`."""
     if isinstance(reference, (str, os.PathLike)):
         where = str(reference)
-        if weights:
-            state_dict, meta = bundle.read_bundle(reference)
-        else:
-            state_dict, meta = None, bundle.read_meta(reference)
+        state_dict, meta = read_model_dir(reference, weights=weights)
         return _Reference(meta.get("model_name"), meta["registry"], dict(meta["init_params"]),
                           bool(meta.get("is_trained", False)), where, state_dict)
     if hasattr(reference, "module") and hasattr(reference, "registry") and hasattr(reference, "init_params"):

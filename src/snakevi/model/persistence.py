@@ -41,6 +41,24 @@ def save_model(model: BaseModelClass, dir_path: str | os.PathLike, *, overwrite:
     bundle.write_bundle(dir_path, model.module.state_dict(), meta, overwrite=overwrite)
 
 
+def read_model_dir(dir_path: str | os.PathLike, *, weights: bool = True, verify: bool = True) -> tuple[dict | None, dict]:
+    """``(state_dict, meta)`` of a snakevi bundle or a scvi-tools model directory.
+
+    ``meta`` is a bundle's ``model.json`` either way (a scvi-tools registry translated). With
+    ``weights=False`` a bundle's weights are not read (``state_dict`` is ``None``); a scvi-tools
+    directory keeps everything in one ``model.pt``, so it is read whole, through the restricted
+    unpickler of :mod:`snakevi._restricted_pickle`.
+    """
+    from snakevi.model import scvi_tools_format
+
+    if scvi_tools_format.is_scvi_tools_dir(dir_path):
+        state_dict, meta = scvi_tools_format.read_scvi_tools(dir_path)
+        return (state_dict if weights else None), meta
+    if not weights:
+        return None, bundle.read_meta(dir_path)
+    return bundle.read_bundle(dir_path, verify=verify)
+
+
 def load_into_class(
     cls: type[BaseModelClass],
     dir_path: str | os.PathLike,
@@ -54,12 +72,7 @@ def load_into_class(
     from snakevi.data.compatibility import check_compatible
     from snakevi.train.device import resolve_device
 
-    from snakevi.model import scvi_tools_format
-
-    if scvi_tools_format.is_scvi_tools_dir(dir_path):
-        state_dict, meta = scvi_tools_format.read_scvi_tools(dir_path)
-    else:
-        state_dict, meta = bundle.read_bundle(dir_path, verify=verify)
+    state_dict, meta = read_model_dir(dir_path, verify=verify)
     if meta.get("model_name") != cls.__name__:
         raise bundle.ModelFileError(
             f"{dir_path} holds a {meta.get('model_name')} model; load it with "

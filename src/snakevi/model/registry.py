@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from snakevi.model.bundle import ModelFileError, read_meta
+from snakevi.model.bundle import ModelFileError
 from snakevi.model.linear_scvi import LinearSCVI
 from snakevi.model.scanvi import SCANVI
 from snakevi.model.scvi import SCVI
@@ -33,9 +33,17 @@ def model_class(name: str) -> type[BaseModelClass]:
         raise ValueError(f"Unknown model_class {name!r}; use one of {list(MODELS)}.") from None
 
 
-def saved_model_class(dir_path: str | os.PathLike) -> type[BaseModelClass]:
-    """The class of the model saved in ``dir_path`` (``model.json``'s ``model_name``), read without torch."""
-    name = read_meta(dir_path).get("model_name", "SCVI")
+def saved_model_class(dir_path: str | os.PathLike, meta: dict | None = None) -> type[BaseModelClass]:
+    """The class of the model saved in ``dir_path``, from its ``meta`` (read here if not given).
+
+    A bundle's ``model.json`` is read without torch; a scvi-tools directory is read whole
+    (restricted, see :func:`snakevi.model.persistence.read_model_dir`).
+    """
+    if meta is None:
+        from snakevi.model.persistence import read_model_dir
+
+        meta = read_model_dir(dir_path, weights=False)[1]
+    name = meta.get("model_name", "SCVI")
     for cls in MODELS.values():
         if cls.__name__ == name:
             return cls

@@ -45,7 +45,8 @@ def map_query(
     Parameters
     ----------
     reference_dir
-        A model folder written by the train step (SCVI or SCANVI).
+        A model folder written by the train step (SCVI or SCANVI), or a scvi-tools model
+        directory of either (``model.pt``, as ``model.save()`` of scvi-tools and scvi-hub write).
     query_h5ad
         The query's raw counts, with the reference's batch key in ``obs``.
     model_out, history_out, embedding_out, summary_out
@@ -78,11 +79,15 @@ def map_query(
     """
     from snakevi.data.compatibility import check_compatible
     from snakevi.data.validation import RegistrationError
-    from snakevi.model.bundle import read_meta
+    from snakevi.model.bundle import ModelFileError
+    from snakevi.model.persistence import read_model_dir
     from snakevi.model.registry import saved_model_class
 
-    meta = read_meta(reference_dir)
-    cls = saved_model_class(reference_dir)
+    try:
+        meta = read_model_dir(reference_dir, weights=False)[1]
+        cls = saved_model_class(reference_dir, meta)
+    except ModelFileError as err:
+        raise StepError(f"reference model {reference_dir}: {err}") from err
     name = cls.__name__
     registry = meta["registry"]
     predicts = cls.predicts_labels
