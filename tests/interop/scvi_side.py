@@ -37,6 +37,8 @@ def decoded_at_mean(model, data):
 scvi_model = scvi.model.SCVI.load(str(work / "scvi_dir"), adata=adata.copy())
 np.save(work / "scvi_latent.npy", scvi_model.get_latent_representation())
 np.save(work / "scvi_decoded.npy", decoded_at_mean(scvi_model, scvi_model.adata))
+torch.manual_seed(0)  # the posterior draws, seeded as the snakevi side seeds them
+np.save(work / "scvi_normalized.npy", scvi_model.get_normalized_expression(return_numpy=True, batch_size=128))
 query = adata[:150].copy()
 scvi.model.SCVI.prepare_query_anndata(query, scvi_model)
 mapped = scvi.model.SCVI.load_query_data(query, scvi_model)

@@ -82,6 +82,13 @@ def test_snakevi_models_load_in_scvi_tools_and_theirs_in_snakevi(cellbench_small
     # scvi-tools computes what snakevi computes from the same weights.
     assert np.abs(np.load(work / "scvi_latent.npy") - model.get_latent_representation(data)).max() < 1e-5
     assert np.abs(np.load(work / "scvi_decoded.npy") - _decoded_at_mean(model, data)).max() < 1e-5
+    # get_normalized_expression samples z: the same draws give the same values. torch's DataLoader,
+    # which scvi-tools iterates, takes one int64 from the global generator (its workers' base seed)
+    # before the first batch; snakevi's loader does not, so that draw is taken here.
+    torch.manual_seed(0)
+    torch.empty((), dtype=torch.int64).random_()
+    ours = model.get_normalized_expression(data, return_numpy=True, batch_size=128)
+    assert np.abs(np.load(work / "scvi_normalized.npy") - ours).max() < 1e-5
     scanvi_data = scanvi.adata if getattr(scanvi, "adata", None) is not None else data
     assert np.abs(np.load(work / "scanvi_latent.npy") - scanvi.get_latent_representation(scanvi_data)).max() < 1e-5
     assert side["scanvi_predictions"] == [str(p) for p in scanvi.predict(scanvi_data)[:50]]
