@@ -3,8 +3,8 @@
 Usage: ``python scvi_side.py WORK``. ``WORK`` holds ``data.h5ad`` and the snakevi exports
 ``scvi_dir`` and ``scanvi_dir`` (scvi-tools format); this script loads them with scvi-tools
 1.4.x, writes what scvi-tools computes from them (latents, decoder output at the posterior
-mean), maps a query onto each (``load_query_data``), trains a model of its own and saves it
-(``scvi_written``) for snakevi to read, and writes ``scvi_side.json``.
+mean), maps a query onto each (``load_query_data``), trains models of its own and saves them
+(``scvi_written``, ``scanvi_written``) for snakevi to read, and writes ``scvi_side.json``.
 """
 
 import json
@@ -58,4 +58,9 @@ own = scvi.model.SCVI(own_data, n_latent=6, n_hidden=32)
 own.train(max_epochs=2, accelerator="cpu", enable_progress_bar=False)
 own.save(str(work / "scvi_written"), overwrite=True)
 np.save(work / "scvi_written_latent.npy", own.get_latent_representation())
+own_scanvi = scvi.model.SCANVI.from_scvi_model(own, unlabeled_category="Unknown", labels_key="cell_line")
+own_scanvi.train(max_epochs=1, accelerator="cpu", enable_progress_bar=False)
+own_scanvi.save(str(work / "scanvi_written"), overwrite=True)
+np.save(work / "scanvi_written_latent.npy", own_scanvi.get_latent_representation())
+out["scanvi_written_predictions"] = [str(p) for p in own_scanvi.predict()]
 (work / "scvi_side.json").write_text(json.dumps(out))

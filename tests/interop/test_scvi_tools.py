@@ -101,6 +101,10 @@ def test_snakevi_models_load_in_scvi_tools_and_theirs_in_snakevi(cellbench_small
     assert theirs.init_params["n_latent"] == 6 and theirs.is_trained
     assert np.abs(theirs.get_latent_representation(adata.copy()) - np.load(work / "scvi_written_latent.npy")).max() < 1e-5
     assert [r["epoch"] for r in theirs.history_records] == [0, 1]
+    theirs_scanvi = SCANVI.load(work / "scanvi_written", adata.copy())
+    ours = theirs_scanvi.get_latent_representation(adata.copy())
+    assert np.abs(ours - np.load(work / "scanvi_written_latent.npy")).max() < 1e-5
+    assert [str(p) for p in theirs_scanvi.predict(adata.copy())] == side["scanvi_written_predictions"]
 
     # ... and is a reference a query maps onto (the workflow's queries.<name>.reference_model).
     from snakevi.steps.map_query import map_query
