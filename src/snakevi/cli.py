@@ -11,7 +11,7 @@
     snakevi integration --latent latent.npy --prepared prepared/ --registry registry.json \
                      --output report/ --run NAME
     snakevi summarize --metrics report/metrics.json ... --integration report/integration.json ... \
-                     --output summary.tsv
+                     --output summary.tsv [--groups-output summary_groups.tsv]
 
 Parameters given as JSON (``--model-params``, ``--train-params``) are the dicts of the
 workflow config's ``model`` and ``train`` sections; ``@file.json`` or ``@file.yaml`` reads them
@@ -180,6 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = add("report", "plot loss curves and the latent space; write metrics.json")
     s.add_argument("--history", required=True, help="history .csv from `snakevi train`")
     _latent_prepared_registry_output(s)
+    s.add_argument("--group", default=None, help="run group of a seed replicate, for the summary (default: the run)")
+    s.add_argument("--seed", type=int, default=None, help="the run's seed, recorded for the summary")
 
     s = add("integration", "scib-style integration metrics of the latent space and of a PCA baseline: "
                            "metrics.tsv, integration.png, integration.json")
@@ -212,6 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--metrics", nargs="+", required=True, help="metrics.json of every run")
     s.add_argument("--integration", nargs="*", default=[], help="integration.json of the runs that have one")
     s.add_argument("--output", required=True)
+    s.add_argument("--groups-output", default=None,
+                   help="also write the mean and sd per run group (seed replicates) to this TSV")
     return p
 
 
@@ -269,7 +273,7 @@ def _dispatch(args) -> None:
         from snakevi.steps.report import report
 
         report(args.history, args.latent, args.prepared, args.registry, args.output, run=args.run,
-               **_given(args, "latent_key"))
+               group=args.group, seed=args.seed, **_given(args, "latent_key"))
     elif cmd == "integration":
         from snakevi.steps.integration import integration
 
@@ -285,7 +289,7 @@ def _dispatch(args) -> None:
     elif cmd == "summarize":
         from snakevi.steps.report import summarize
 
-        summarize(args.metrics, args.output, args.integration)
+        summarize(args.metrics, args.output, args.integration, groups_tsv=args.groups_output)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -326,3 +326,31 @@ def test_export_scvi_tools_of_a_linear_scvi_model_exits_1_and_writes_nothing(tin
           model_params=MODEL, train_params={"max_epochs": 1}, seed=3, accelerator="cpu")
     status = main(["export-scvi-tools", "--model", str(tmp_path / "model"), "--output", str(tmp_path / "st")])
     assert status == 1 and not (tmp_path / "st").exists()
+
+
+def test_summary_groups_average_seed_replicates_and_skip_missing_scores(tmp_path):
+    files = []
+    for run, seed, elbo, total in (("r_seed0", 0, 10.0, 0.5), ("r_seed1", 1, 12.0, None), ("r_seed2", 2, 14.0, 0.7),
+                                   ("solo", 4, 9.0, 0.6)):
+        path = tmp_path / f"{run}.json"
+        group = "solo" if run == "solo" else "r"
+        path.write_text(json.dumps({"run": run, "group": group, "seed": seed, "elbo_validation": elbo, "epochs": 3}))
+        files.append(path)
+        if total is not None:
+            (tmp_path / f"{run}.int.json").write_text(json.dumps({"run": run, "Total": total}))
+    scores = sorted(tmp_path.glob("*.int.json"))
+    summarize(files, tmp_path / "summary.tsv", scores, groups_tsv=tmp_path / "groups.tsv")
+    groups = pd.read_csv(tmp_path / "groups.tsv", sep="\t").set_index("group")
+    assert groups.loc["r", "runs"] == "r_seed0,r_seed1,r_seed2" and groups.loc["r", "n_runs"] == 3
+    assert groups.loc["r", "elbo_validation mean"] == pytest.approx(12.0)
+    assert groups.loc["r", "elbo_validation sd"] == pytest.approx(2.0)
+    assert groups.loc["r", "Total mean"] == pytest.approx(0.6)  # the run without scores is left out
+    assert groups.loc["r", "Total sd"] == pytest.approx(np.std([0.5, 0.7], ddof=1))
+    assert groups.loc["solo", "n_runs"] == 1 and pd.isna(groups.loc["solo", "Total sd"])
+    # A metrics.json of before groups (no group, no seed) is a group of its own.
+    (tmp_path / "old.json").write_text(json.dumps({"run": "old", "epochs": 1}))
+    rows = summarize([tmp_path / "old.json"], tmp_path / "s2.tsv", groups_tsv=tmp_path / "g2.tsv")
+    assert rows[0]["group"] == "old" and rows[0]["seed"] is None
+    with pytest.raises(StepError, match=r"Run\(s\) \['old'\] have more than one metrics.json"):
+        summarize([tmp_path / "old.json", tmp_path / "old.json"], tmp_path / "s3.tsv")
+    assert not (tmp_path / "s3.tsv").exists()

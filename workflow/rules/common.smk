@@ -1,20 +1,66 @@
 # The lookups shared by every step (the config is checked in config.smk): one small function per question.
+import copy
 import os
+from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
 
+def expand_replicates():
+    """Seed replicates: a run whose ``seed`` is a list becomes one run per seed, ``<name>_seed<s>``.
+
+    Returns ``{run: group}`` for every run (a run that is not replicated is its own group), so
+    the summary can average a group's replicates.
+    """
+    written = set(config["runs"])
+    groups = {}
+    for name in sorted(written):
+        run = config["runs"][name]
+        if not isinstance(run["seed"], list):
+            groups[name] = name
+            continue
+        del config["runs"][name]
+        for seed in run["seed"]:
+            replicate = f"{name}_seed{seed}"
+            if replicate in written:
+                raise WorkflowError(
+                    f"Invalid config at runs.{name}.seed: its replicate {replicate!r} has the name of "
+                    f"another run; rename that run or {name!r}."
+                )
+            config["runs"][replicate] = {**copy.deepcopy(run), "seed": seed}
+            groups[replicate] = name
+    return groups
+
+
 def selected_runs():
-    """The runs to build: config["select_runs"] (checked against config["runs"]) or all of them."""
+    """The runs to build: config["select_runs"] (runs or replicated groups) or all of them."""
     chosen = config["select_runs"]
     if chosen is None:
         return sorted(config["runs"])
-    unknown = [name for name in chosen if name not in config["runs"]]
+    known = sorted(set(config["runs"]) | set(GROUPS.values()))
+    unknown = [name for name in chosen if name not in known]
     if unknown:
         raise WorkflowError(
-            f"Invalid config at select_runs: {unknown} not among the runs {sorted(config['runs'])}."
+            f"Invalid config at select_runs: {unknown} not among the runs {known}."
         )
-    return sorted(chosen)
+    return sorted(
+        run for run, group in GROUPS.items() if run in chosen or group in chosen
+    )
+
+
+def present_results(name):
+    """``results/<run>/report/<name>`` of the runs this invocation does not build, where on disk.
+
+    The summary keeps them, so a run built before (another ``select_runs``, a run since taken
+    out of the config) does not vanish from ``results/summary.tsv``.
+    """
+    return sorted(
+        str(path)
+        for path in Path("results").glob(f"*/report/{name}")
+        if path.parts[1] not in RUNS
+        and path.parts[1] != "queries"
+        and (path.parent / "metrics.json").is_file()
+    )
 
 
 def resolve_model_defaults():
@@ -45,6 +91,14 @@ def resolve_model_defaults():
             # The model's class (and so its latent key) is read by the map_query job, not here:
             # reading a scvi-tools model.pt needs torch, which parsing the workflow does not load.
             continue
+        replicates = sorted(
+            r for r, g in GROUPS.items() if g == query["reference"] != r
+        )
+        if replicates:
+            raise WorkflowError(
+                f"Invalid config at queries.{name}.reference: run {query['reference']!r} has seed "
+                f"replicates; name one of them: {replicates}."
+            )
         if query["reference"] not in config["runs"]:
             raise WorkflowError(
                 f"Invalid config at queries.{name}.reference: {query['reference']!r} is not among the "
@@ -55,6 +109,7 @@ def resolve_model_defaults():
             query["export"]["latent_key"] = default_key[reference["model_class"]]
 
 
+GROUPS = expand_replicates()
 resolve_model_defaults()
 RUNS = selected_runs()
 # Queries of the runs being built (select_runs leaves out the queries of the runs it leaves out).
@@ -215,7 +270,7 @@ def query_dataset(wildcards):
 
 def all_targets():
     """Every final artifact: per run the embedding, model and report, plus the summary; per query its embedding."""
-    targets = ["results/summary.tsv"]
+    targets = ["results/summary.tsv", "results/summary_groups.tsv"]
     targets += [f"results/queries/{query}/embedding.h5ad" for query in QUERIES]
     for run in RUNS:
         targets += [

@@ -94,8 +94,19 @@ def refuse_decimal_counts(value, schema, defs, path=()):
     JSON Schema counts 5.0 as an integer, but the steps and torch would not: say so now, naming
     the key, instead of a raw error from a job later.
     """
-    while "$ref" in schema:
-        schema = defs[schema["$ref"].rsplit("/", 1)[-1]]
+    while "$ref" in schema or "anyOf" in schema:
+        if "$ref" in schema:
+            schema = defs[schema["$ref"].rsplit("/", 1)[-1]]
+            continue
+        # The branch of the value's kind (a seed or a list of seeds).
+        branches = [
+            b
+            for b in schema["anyOf"]
+            if (b.get("type") == "array") == isinstance(value, list)
+        ]
+        if not branches:
+            return
+        schema = branches[0]
     types = schema.get("type", [])
     types = [types] if isinstance(types, str) else types
     if isinstance(value, float) and "integer" in types and "number" not in types:

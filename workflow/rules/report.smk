@@ -54,6 +54,8 @@ rule report:
         runtime=run_runtime,
     params:
         run="{run}",
+        group=lambda wildcards: GROUPS[wildcards.run],
+        seed=lambda wildcards: run_config(wildcards)["seed"],
         latent_key=lambda wildcards: run_config(wildcards)["export"]["latent_key"],
     script:
         "../../scripts/report.py"
@@ -102,6 +104,8 @@ rule integration:
         "../../scripts/integration.py"
 
 
+# Every run with results: those built now (inputs) and those already on disk that this
+# invocation leaves alone (params: read, never rebuilt), so select_runs drops no row.
 rule summary:
     input:
         metrics=expand("results/{run}/report/metrics.json", run=RUNS),
@@ -110,6 +114,11 @@ rule summary:
         summary=report(
             "results/summary.tsv",
             caption="../report/summary.rst",
+            category="Summary",
+        ),
+        groups=report(
+            "results/summary_groups.tsv",
+            caption="../report/summary_groups.rst",
             category="Summary",
         ),
     log:
@@ -122,5 +131,8 @@ rule summary:
     resources:
         mem_mb=1000,
         runtime=10,
+    params:
+        kept_metrics=present_results("metrics.json"),
+        kept_integration=present_results("integration.json"),
     script:
         "../../scripts/summary.py"

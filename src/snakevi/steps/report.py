@@ -31,7 +31,7 @@ _CURVES = (
     ("loss_kl.png", "KL divergence (local)", "KL(q(z|x) || p(z)) per cell", "kl_local"),
 )
 #: Columns of the summary table, in order (metrics absent for a run are left empty).
-SUMMARY_COLUMNS = ("run", "n_obs", "n_vars", "n_batch", "n_labels", "n_latent", "epochs", "elbo_train",
+SUMMARY_COLUMNS = ("run", "group", "seed", "n_obs", "n_vars", "n_batch", "n_labels", "n_latent", "epochs", "elbo_train",
                    "elbo_validation", "reconstruction_loss_train", "reconstruction_loss_validation",
                    "kl_local_train", "kl_local_validation", "latent_key", "Bio conservation",
                    "Batch correction", "Total", "Total (PCA baseline)")
@@ -157,6 +157,8 @@ def report(
     *,
     run: str = "run",
     latent_key: str = "X_scVI",
+    group: str | None = None,
+    seed: int | None = None,
 ) -> dict:
     """Write the training curves, the latent-space views and ``metrics.json`` of one run.
 
@@ -179,6 +181,9 @@ def report(
         Run name shown in titles and in ``metrics.json``.
     latent_key
         Name of the latent representation in titles (the export step's ``obsm`` key).
+    group, seed
+        Recorded in ``metrics.json`` for the summary: the run group a seed replicate belongs
+        to (``None``: the run is its own group) and the run's seed.
 
     Returns
     -------
@@ -199,6 +204,8 @@ def report(
     s = registry["summary"]
     metrics = {
         "run": run,
+        "group": group or run,
+        "seed": None if seed is None else int(seed),
         "n_obs": int(s["n_obs"]),
         "n_vars": int(s["n_vars"]),
         "n_batch": int(s["n_batch"]),
@@ -221,17 +228,19 @@ def category_values(data, registry: dict, field: str) -> np.ndarray:
 
 
 def summarize(metrics_files: list[str | os.PathLike], summary_tsv: str | os.PathLike,
-              integration_files: list[str | os.PathLike] = ()) -> list[dict]:
+              integration_files: list[str | os.PathLike] = (),
+              groups_tsv: str | os.PathLike | None = None) -> list[dict]:
     """One row per run from the runs' ``metrics.json`` (and ``integration.json``) files, as a TSV.
 
     Plain ``json`` and ``csv``: this job runs at the end of every workflow, and pandas alone
     would add half a second to it. The integration scores of a run are matched to its metrics
     by run name; a run without them has those columns empty. Returns the rows (dicts over
     :data:`SUMMARY_COLUMNS`), sorted by run name; values a run lacks are empty in the file and
-    ``None`` in the rows. The write is atomic.
+    ``None`` in the rows. With ``groups_tsv``, also the mean and standard deviation of the
+    numbers per run group (seed replicates; see :mod:`snakevi.steps.summary_groups`). The
+    writes are atomic.
     """
-    import csv
-    import io
+    from snakevi.steps.summary_groups import GROUP_COLUMNS, group_rows
 
     runs = [_read_run_json(path, "run metrics", "report") for path in metrics_files]
     scores = {}
@@ -242,18 +251,34 @@ def summarize(metrics_files: list[str | os.PathLike], summary_tsv: str | os.Path
     if unmatched:
         raise StepError(f"Integration scores of run(s) {unmatched} have no metrics.json among {list(metrics_files)}; "
                         "pass both files of every run.")
+    names = [metrics.get("run") for metrics in runs]
+    repeated = sorted({str(n) for n in names if names.count(n) > 1})
+    if repeated:
+        raise StepError(f"Run(s) {repeated} have more than one metrics.json among {list(metrics_files)}; "
+                        "pass one per run.")
     rows = []
     for metrics in runs:
         merged = {**metrics, **scores.get(metrics.get("run"), {})}
+        merged.setdefault("group", merged.get("run"))  # a metrics.json of before groups
         rows.append({c: merged.get(c) for c in SUMMARY_COLUMNS})
     rows.sort(key=lambda row: str(row["run"]))
+    write_text_atomic(summary_tsv, _tsv(SUMMARY_COLUMNS, rows))
+    if groups_tsv is not None:
+        write_text_atomic(groups_tsv, _tsv(GROUP_COLUMNS, group_rows(rows)))
+    return rows
+
+
+def _tsv(columns: tuple[str, ...], rows: list[dict]) -> str:
+    """A tab-separated table with a header; ``None`` is an empty field."""
+    import csv
+    import io
+
     buf = io.StringIO()
     writer = csv.writer(buf, delimiter="\t", lineterminator="\n")
-    writer.writerow(SUMMARY_COLUMNS)
+    writer.writerow(columns)
     for row in rows:
-        writer.writerow(["" if row[c] is None else row[c] for c in SUMMARY_COLUMNS])
-    write_text_atomic(summary_tsv, buf.getvalue())
-    return rows
+        writer.writerow(["" if row.get(c) is None else row[c] for c in columns])
+    return buf.getvalue()
 
 
 def _read_run_json(path: str | os.PathLike, what: str, step: str) -> dict:
