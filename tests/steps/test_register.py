@@ -84,3 +84,32 @@ def test_non_count_values_are_refused_naming_the_cell(tmp_path):
     with pytest.raises(StepError, match=str(adata.obs_names[3])):
         register(path, tmp_path / "registry.json")
     assert not np.isnan(adata.X).any()
+
+
+def test_a_gene_list_file_keeps_those_genes_in_the_datasets_order(tiny_h5ad, tmp_path):
+    listed = tmp_path / "genes.txt"
+    listed.write_text("# my markers\ngene7\n\ngene3\n  gene40  \n")
+    reg = register(tiny_h5ad, tmp_path / "registry.json", batch_key="batch", genes=listed)
+    assert reg["fields"]["X"]["column_names"] == ["gene3", "gene7", "gene40"]
+    assert reg["gene_selection"] == {"method": "gene_list", "path": str(listed), "n_genes": 3, "n_vars_input": 60}
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("gene1\nCD3E\nMS4A1\n", r"2 of the 3 genes in .*genes.txt are not var_names of .*\['CD3E', 'MS4A1'\]"),
+    ("gene1\ngene1\n", r"lists \['gene1'\] more than once"),
+    ("# nothing\n\n", "lists no genes"),
+])
+def test_a_bad_gene_list_is_refused_naming_the_file_and_genes(tiny_h5ad, tmp_path, text, message):
+    (tmp_path / "genes.txt").write_text(text)
+    with pytest.raises(StepError, match=message):
+        register(tiny_h5ad, tmp_path / "registry.json", genes=tmp_path / "genes.txt")
+    assert not (tmp_path / "registry.json").exists()
+
+
+def test_a_gene_list_and_n_top_genes_together_are_refused(tiny_h5ad, tmp_path):
+    (tmp_path / "genes.txt").write_text("gene1\n")
+    with pytest.raises(StepError, match="setup.genes .* and setup.n_top_genes .* give one of them"):
+        register(tiny_h5ad, tmp_path / "registry.json", genes=tmp_path / "genes.txt", n_top_genes=10)
+    with pytest.raises(StepError, match="is not a file"):
+        register(tiny_h5ad, tmp_path / "registry.json", genes=tmp_path / "absent.txt")
+    assert not (tmp_path / "registry.json").exists()

@@ -1,4 +1,4 @@
-"""Seed replicates (``seed: [0, 1]``) and a summary that keeps every run with results."""
+"""Seed replicates (``seed: [0, 1]``), a summary that keeps every run with results, and setup.genes as an input."""
 
 from __future__ import annotations
 
@@ -59,3 +59,12 @@ def test_bad_replicate_configs_are_refused_naming_the_key(tmp_path, config, mess
     assert out.returncode != 0
     assert message in out.stdout + out.stderr
     assert not (tmp_path / "results").exists()
+
+
+def test_a_gene_list_is_an_input_of_register(tmp_path):
+    run = {**RUN, "setup": {"batch_key": "batch", "genes": "config/genes.txt"}}
+    write_config(tmp_path, {**TINY, "runs": {"listed": run}})
+    out = snakemake(tmp_path, "--cores", "1", "-n", check=False)
+    assert out.returncode != 0 and "config/genes.txt" in out.stdout + out.stderr  # missing: Snakemake names it
+    (tmp_path / "config" / "genes.txt").write_text("gene1\ngene2\n")
+    assert planned_jobs(snakemake(tmp_path, "--cores", "1", "-n").stdout)["register"] == 1

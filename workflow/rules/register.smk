@@ -2,6 +2,8 @@
 rule register:
     input:
         h5ad=dataset,
+        # setup.genes, when given: an input, so that editing the list registers again.
+        genes=lambda wildcards: run_config(wildcards)["setup"]["genes"] or [],
     output:
         registry="results/{run}/registry.json",
     log:

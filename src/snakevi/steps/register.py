@@ -25,6 +25,7 @@ def register(
     categorical_covariate_keys: list[str] | None = None,
     continuous_covariate_keys: list[str] | None = None,
     n_top_genes: int | None = None,
+    genes: str | os.PathLike | None = None,
     model_name: str = "SCVI",
 ) -> dict:
     """Validate a dataset and write its registry as JSON.
@@ -42,6 +43,10 @@ def register(
         Keep only this many highly variable genes, chosen on the counts per batch
         (see :mod:`snakevi.data.hvg`); ``None`` keeps every gene. The choice is recorded in the
         registry under ``"gene_selection"`` and its genes are the registry's ``var_names``.
+    genes
+        A text file of the genes to keep, one ``var_name`` per line (blank lines and lines
+        starting with ``#`` are skipped); they keep the dataset's order. Every listed gene must
+        be in the dataset. Not with ``n_top_genes``. Recorded under ``"gene_selection"``.
     model_name
         Model the data is set up for.
 
@@ -62,9 +67,15 @@ def register(
     setup = dict(layer=layer, batch_key=batch_key, labels_key=labels_key, size_factor_key=size_factor_key,
                  unlabeled_category=unlabeled_category,
                  categorical_covariate_keys=cat_keys, continuous_covariate_keys=cont_keys)
+    if genes is not None and n_top_genes is not None:
+        raise StepError(f"setup.genes ({genes}) and setup.n_top_genes ({n_top_genes}) both choose the genes; "
+                        "give one of them.")
     selection = None
     try:
-        if n_top_genes is not None:
+        if genes is not None:
+            setup_anndata(adata, model_name=model_name, **setup)  # the full data's checks first
+            adata, selection = _listed_genes(adata, genes, h5ad)
+        elif n_top_genes is not None:
             # Validate the full data first, so bad counts are reported before any selection.
             setup_anndata(adata, model_name=model_name, **setup)
             adata, selection = _select_genes(adata, int(n_top_genes), layer, batch_key, h5ad)
@@ -124,3 +135,34 @@ def _select_genes(adata, n_top_genes: int, layer, batch_key, source):
         "order": "n_batches descending, then median rank",
     }
     return sub, selection
+
+
+def _listed_genes(adata, genes_file, source):
+    """Subset ``adata`` to the genes listed in ``genes_file`` (in the dataset's order)."""
+    path = Path(genes_file)
+    if not path.is_file():
+        raise StepError(f"setup.genes: the gene list {str(path)!r} is not a file; give the path of a text file "
+                        "with one gene name per line.")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as err:
+        raise StepError(f"setup.genes: {path} is not a UTF-8 text file ({err}); write one gene name per line.") from err
+    listed = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    if not listed:
+        raise StepError(f"setup.genes: {path} lists no genes; write one var_name per line.")
+    repeated = sorted({g for g in listed if listed.count(g) > 1})
+    if repeated:
+        raise StepError(f"setup.genes: {path} lists {repeated[:5]} more than once; list each gene once.")
+    names = adata.var_names.astype(str)
+    missing = [g for g in listed if g not in set(names)]
+    if missing:
+        raise StepError(
+            f"setup.genes: {len(missing)} of the {len(listed)} genes in {path} are not var_names of {source} "
+            f"(e.g. {missing[:5]}); the list must name genes of the dataset (check the gene identifiers: "
+            "symbols or Ensembl IDs)."
+        )
+    keep = names.isin(listed)
+    log.info("kept the %d genes listed in %s (of %d)", int(keep.sum()), path, adata.n_vars)
+    selection = {"method": "gene_list", "path": str(path), "n_genes": int(keep.sum()),
+                 "n_vars_input": int(adata.n_vars)}
+    return adata[:, keep].copy(), selection
