@@ -27,6 +27,24 @@ def config_error(err):
     return f"Invalid config at {'.'.join(path) or 'the top level'}: {reason.group(1)}. {CONFIG_DOCS}"
 
 
+def best_config_error(value, schema):
+    """The most telling schema violation of ``value`` as one line, or None if there is none.
+
+    Snakemake reports the first error jsonschema meets; under ``anyOf`` (a seed or a list of
+    seeds) that is "not valid under any of the given schemas", which hides the reason.
+    jsonschema's ``best_match`` descends into the branch of the value's own type.
+    """
+    import jsonschema
+    from jsonschema.exceptions import best_match
+
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    error = best_match(validator.iter_errors(value))
+    if error is None:
+        return None
+    where = ".".join(str(part) for part in error.absolute_path) or "the top level"
+    return f"Invalid config at {where}: {error.message}. {CONFIG_DOCS}"
+
+
 class UniqueKeyLoader(yaml.SafeLoader):
     """A YAML loader that records each key repeated within one mapping: ``(key, first line, line)``."""
 
@@ -128,10 +146,12 @@ def refuse_decimal_counts(value, schema, defs, path=()):
 
 
 refuse_duplicate_keys(workflow.configfiles)
+with open(workflow.source_path(CONFIG_SCHEMA), encoding="utf-8") as schema_file:
+    config_schema = yaml.safe_load(schema_file)
 try:
     validate(config, CONFIG_SCHEMA)
 except WorkflowError as err:
-    raise WorkflowError(config_error(err)) from None
-with open(workflow.source_path(CONFIG_SCHEMA), encoding="utf-8") as schema_file:
-    config_schema = yaml.safe_load(schema_file)
+    raise WorkflowError(
+        best_config_error(config, config_schema) or config_error(err)
+    ) from None
 refuse_decimal_counts(config, config_schema, config_schema.get("$defs", {}))
