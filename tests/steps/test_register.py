@@ -113,3 +113,64 @@ def test_a_gene_list_and_n_top_genes_together_are_refused(tiny_h5ad, tmp_path):
     with pytest.raises(StepError, match="is not a file"):
         register(tiny_h5ad, tmp_path / "registry.json", genes=tmp_path / "absent.txt")
     assert not (tmp_path / "registry.json").exists()
+
+
+def _with_missing_labels(tiny_h5ad, tmp_path):
+    import anndata
+
+    adata = anndata.read_h5ad(tiny_h5ad)
+    labels = adata.obs["label"].astype(object)
+    labels.iloc[[3, 10, 11]] = np.nan
+    adata.obs["label"] = labels.astype("category")
+    adata.write_h5ad(tmp_path / "partial.h5ad")
+    return tmp_path / "partial.h5ad", adata
+
+
+def test_missing_labels_are_refused_by_default_naming_the_option(tiny_h5ad, tmp_path):
+    h5ad, _ = _with_missing_labels(tiny_h5ad, tmp_path)
+    with pytest.raises(StepError, match=r"3 missing value\(s\).*setup.missing_labels: unlabeled"):
+        register(h5ad, tmp_path / "registry.json", labels_key="label")
+    with pytest.raises(StepError, match="'unlabeled' needs setup.unlabeled_category"):
+        register(h5ad, tmp_path / "registry.json", labels_key="label", missing_labels="unlabeled")
+    assert not (tmp_path / "registry.json").exists()
+
+
+@pytest.mark.parametrize("mode", ["unlabeled", "drop"])
+def test_missing_labels_rule_is_applied_by_register_prepare_and_export(tiny_h5ad, tmp_path, mode):
+    from snakevi.data.prepared import load_prepared
+    from snakevi.steps import export, prepare, train
+    from snakevi.steps.integration import labelled_cells
+
+    h5ad, adata = _with_missing_labels(tiny_h5ad, tmp_path)
+    reg = register(h5ad, tmp_path / "registry.json", batch_key="batch", labels_key="label",
+                   unlabeled_category="Unknown", missing_labels=mode)
+    assert reg["missing_labels"]["n_cells"] == 3
+    n = 300 if mode == "unlabeled" else 297
+    assert reg["summary"]["n_obs"] == n
+    prepare(h5ad, tmp_path / "registry.json", tmp_path / "prepared", seed=0)
+    from snakevi.data import registry_from_json
+
+    data = load_prepared(tmp_path / "prepared", registry_from_json(tmp_path / "registry.json"))
+    assert data.X.shape[0] == n
+    # Read in chunks of 4 rows (dropped cells inside and across chunks): the same arrays.
+    prepare(h5ad, tmp_path / "registry.json", tmp_path / "prepared4", seed=0, chunk_rows=4)
+    small = load_prepared(tmp_path / "prepared4", registry_from_json(tmp_path / "registry.json"))
+    assert (small.X != data.X).nnz == 0
+    expected = adata.X if mode == "unlabeled" else adata.X[np.setdiff1d(np.arange(300), [3, 10, 11])]
+    genes = [adata.var_names.get_loc(g) for g in reg["fields"]["X"]["column_names"]]
+    assert (data.X != expected[:, genes]).nnz == 0
+    # The Unknown cells (the filled ones) are left out of the label-based metrics, for SCVI too.
+    assert len(labelled_cells(data, reg)) == 297
+    train(tmp_path / "prepared", tmp_path / "registry.json", tmp_path / "model", tmp_path / "h.csv",
+          latent_out=tmp_path / "latent.npy", model_params={"n_latent": 2, "n_hidden": 8},
+          train_params={"max_epochs": 1}, seed=0, accelerator="cpu")
+    emb = export(tmp_path / "model", h5ad, tmp_path / "emb.h5ad", latent=tmp_path / "latent.npy")
+    kept = adata.obs_names if mode == "unlabeled" else adata.obs_names.delete([3, 10, 11])
+    assert list(emb.obs_names) == list(kept)
+    if mode == "unlabeled":
+        assert list(emb.obs["label"].iloc[[3, 10, 11]]) == ["Unknown"] * 3
+    else:
+        with pytest.raises(StepError, match="full_anndata with setup.missing_labels: drop"):
+            export(tmp_path / "model", h5ad, tmp_path / "full.h5ad", latent=tmp_path / "latent.npy",
+                   full_anndata=True)
+        assert not (tmp_path / "full.h5ad").exists()

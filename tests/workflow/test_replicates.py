@@ -1,4 +1,4 @@
-"""Seed replicates (``seed: [0, 1]``), a summary that keeps every run with results, and setup.genes as an input."""
+"""Seed replicates, a summary that keeps every run with results, setup.genes and setup.missing_labels checks."""
 
 from __future__ import annotations
 
@@ -68,3 +68,14 @@ def test_a_gene_list_is_an_input_of_register(tmp_path):
     assert out.returncode != 0 and "config/genes.txt" in out.stdout + out.stderr  # missing: Snakemake names it
     (tmp_path / "config" / "genes.txt").write_text("gene1\ngene2\n")
     assert planned_jobs(snakemake(tmp_path, "--cores", "1", "-n").stdout)["register"] == 1
+
+
+@pytest.mark.parametrize(("setup", "message"), [
+    ({"labels_key": "label", "missing_labels": "unlabeled"},
+     "Invalid config at runs.a.setup.missing_labels: 'unlabeled' needs setup.unlabeled_category"),
+    ({"missing_labels": "drop"}, "Invalid config at runs.a.setup.missing_labels: 'drop' needs setup.labels_key"),
+])
+def test_missing_labels_needs_its_keys_before_any_job(tmp_path, setup, message):
+    write_config(tmp_path, {**TINY, "runs": {"a": {**RUN, "setup": {"batch_key": "batch", **setup}}}})
+    out = snakemake(tmp_path, "--cores", "1", "-n", check=False)
+    assert out.returncode != 0 and message in out.stdout + out.stderr

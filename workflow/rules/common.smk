@@ -73,6 +73,20 @@ def resolve_model_defaults():
         "x-latent-key"
     ]
     for name, run in config["runs"].items():
+        setup = run["setup"]
+        if setup["missing_labels"] != "error" and setup.get("labels_key") is None:
+            raise WorkflowError(
+                f"Invalid config at runs.{name}.setup.missing_labels: {setup['missing_labels']!r} "
+                "needs setup.labels_key, the obs column whose missing values it handles."
+            )
+        if (
+            setup["missing_labels"] == "unlabeled"
+            and setup.get("unlabeled_category") is None
+        ):
+            raise WorkflowError(
+                f"Invalid config at runs.{name}.setup.missing_labels: 'unlabeled' needs "
+                "setup.unlabeled_category, the label the cells without one get (e.g. Unknown)."
+            )
         if run["export"]["latent_key"] is None:
             run["export"]["latent_key"] = default_key[run["model_class"]]
         if run["export"]["scvi_tools"] and run["model_class"] not in ("scvi", "scanvi"):

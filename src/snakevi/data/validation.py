@@ -86,7 +86,10 @@ def categorical_mapping(adata, key: str, role: str, *, warn_small: bool = True) 
         names = adata.obs_names[missing]
         raise RegistrationError(
             f"adata.obs[{key!r}] ({role}) has {int(missing.sum())} missing value(s) (NaN/None), "
-            f"e.g. in cells {examples(names)}. Fill them with a category of their own, e.g. "
+            f"e.g. in cells {examples(names)}. "
+            + ("In the workflow, set setup.missing_labels: unlabeled (with setup.unlabeled_category) to "
+               "give them the unlabelled category, or drop to leave them out. " if role == "labels_key" else "")
+            + "Fill them with a category of their own, e.g. "
             f"adata.obs[{key!r}] = adata.obs[{key!r}].astype('category')"
             ".cat.add_categories('unknown').fillna('unknown'), or drop those cells."
         )

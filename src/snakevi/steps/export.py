@@ -95,7 +95,7 @@ def export(
     registry = meta["registry"]
     genes = list(registry["fields"]["X"]["column_names"])
     layer = registry["fields"]["X"]["attr_key"]
-    adata = read_h5ad(h5ad)
+    adata = _with_missing_labels(read_h5ad(h5ad), registry, h5ad, full_anndata)
     try:  # extra genes are dropped below; the rest must be what the model was set up with
         check_compatible(registry, adata, genes="superset")
     except RegistrationError as err:
@@ -130,6 +130,24 @@ def export(
     log.info("embedding %s (%d cells x %d dims) -> %s", latent_key, out.n_obs, out.obsm[latent_key].shape[1],
              embedding_out)
     return out
+
+
+def _with_missing_labels(adata, registry: dict, h5ad, full_anndata: bool):
+    """``adata`` with the run's ``setup.missing_labels`` applied, as at registration."""
+    from snakevi.data.missing_labels import apply_missing_labels
+
+    obs, keep = apply_missing_labels(adata.obs, registry.get("missing_labels"))
+    if keep is not None:
+        if full_anndata:
+            raise StepError(
+                f"export.full_anndata with setup.missing_labels: drop: the model has no latent for the "
+                f"{int((~keep).sum())} cell(s) of {h5ad} without a label. Use missing_labels: unlabeled to "
+                "keep every cell, or set export.full_anndata: false."
+            )
+        return adata[keep].copy()
+    if obs is not adata.obs:
+        adata.obs = obs
+    return adata
 
 
 def _into_full(full, out, latent_key: str, predicted_key: str | None):

@@ -66,6 +66,7 @@ def prepare(
         The loader spec written to ``loader.json``.
     """
     from snakevi.data import DataSplitter, registry_from_json
+    from snakevi.data.missing_labels import apply_missing_labels
     from snakevi.data.prepared import write_prepared
 
     registry = registry_from_json(registry_json)
@@ -74,6 +75,8 @@ def prepare(
     layer = fields["X"]["attr_key"]
     with open_h5ad_group(h5ad) as fh:
         obs, var_names = _read_obs_var(fh, h5ad)
+        # setup.missing_labels, as the register step applied it: the same cells, the same labels.
+        obs, keep = apply_missing_labels(obs, registry.get("missing_labels"))
         if len(obs) != registry["summary"]["n_obs"]:
             raise StepError(
                 f"{h5ad} has {len(obs)} cells but {registry_json} was made for "
@@ -88,7 +91,7 @@ def prepare(
         except ValueError as err:
             raise StepError(f"Cannot split {h5ad} for training: {err} (config: the run's 'split' section).") from err
         split = {"train": splitter.train_idx, "validation": splitter.val_idx, "test": splitter.test_idx}
-        chunks = _row_chunks(fh, layer, col_idx, chunk_rows, obs.index, genes, h5ad)
+        chunks = _row_chunks(fh, layer, col_idx, chunk_rows, obs.index, genes, h5ad, keep=keep)
         spec = {
             "source": str(h5ad),
             "loader": {"batch_size": int(batch_size), "shuffle": True, "drop_last": False, "seed": int(seed)},
@@ -198,8 +201,12 @@ def _widen_half(rows: np.ndarray) -> np.ndarray:
     return rows.astype(np.float32) if rows.dtype == np.float16 else rows
 
 
-def _row_chunks(fh, layer, col_idx, chunk_rows, cell_names, genes, source) -> Iterator[sp.csr_matrix]:
-    """Yield CSR blocks of ``chunk_rows`` cells restricted to the registry's genes."""
+def _row_chunks(fh, layer, col_idx, chunk_rows, cell_names, genes, source, keep=None) -> Iterator[sp.csr_matrix]:
+    """Yield CSR blocks of ``chunk_rows`` file rows restricted to the registry's genes.
+
+    ``keep`` (a mask over the file's rows) leaves cells out (``setup.missing_labels: drop``);
+    ``cell_names`` are the names of the cells kept.
+    """
     import h5py
     import scipy.sparse as sp
     from anndata.io import sparse_dataset
@@ -208,7 +215,7 @@ def _row_chunks(fh, layer, col_idx, chunk_rows, cell_names, genes, source) -> It
     if key not in fh:
         raise StepError(f"{source} has no {key!r}; register the file again (setup.layer).")
     elem = fh[key]
-    n_obs = len(cell_names)
+    n_obs = len(cell_names) if keep is None else len(keep)
     if isinstance(elem, h5py.Group):
         ds = sparse_dataset(elem)
         if ds.format == "csc":
@@ -219,9 +226,16 @@ def _row_chunks(fh, layer, col_idx, chunk_rows, cell_names, genes, source) -> It
             read = lambda a, b: ds[a:b]  # noqa: E731
     else:
         read = lambda a, b: sp.csr_matrix(_widen_half(elem[a:b]))  # noqa: E731
+    kept = 0  # position of the block's first cell among the cells kept
     for start in range(0, n_obs, chunk_rows):
-        block = sp.csr_matrix(read(start, min(start + chunk_rows, n_obs)))
+        stop = min(start + chunk_rows, n_obs)
+        block = sp.csr_matrix(read(start, stop))
+        if keep is not None:
+            block = block[keep[start:stop]]
+            if block.shape[0] == 0:
+                continue
         if col_idx is not None:
             block = block[:, col_idx]
-        _check_chunk(block, start, cell_names, genes, source)
+        _check_chunk(block, kept, cell_names, genes, source)
+        kept += block.shape[0]
         yield block

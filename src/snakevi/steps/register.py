@@ -26,6 +26,7 @@ def register(
     continuous_covariate_keys: list[str] | None = None,
     n_top_genes: int | None = None,
     genes: str | os.PathLike | None = None,
+    missing_labels: str = "error",
     model_name: str = "SCVI",
 ) -> dict:
     """Validate a dataset and write its registry as JSON.
@@ -47,6 +48,10 @@ def register(
         A text file of the genes to keep, one ``var_name`` per line (blank lines and lines
         starting with ``#`` are skipped); they keep the dataset's order. Every listed gene must
         be in the dataset. Not with ``n_top_genes``. Recorded under ``"gene_selection"``.
+    missing_labels
+        Cells with no label (NaN in ``labels_key``): ``"error"`` refuses them, ``"unlabeled"``
+        labels them ``unlabeled_category``, ``"drop"`` leaves them out (see
+        :mod:`snakevi.data.missing_labels`; the rule is recorded in the registry).
     model_name
         Model the data is set up for.
 
@@ -64,6 +69,7 @@ def register(
     if unlabeled_category is not None and labels_key is None:
         raise StepError(f"{h5ad}: setup.unlabeled_category={unlabeled_category!r} needs setup.labels_key, the obs "
                         "column it is a value of.")
+    adata, labels_rule = _missing_labels(adata, missing_labels, labels_key, unlabeled_category, h5ad)
     setup = dict(layer=layer, batch_key=batch_key, labels_key=labels_key, size_factor_key=size_factor_key,
                  unlabeled_category=unlabeled_category,
                  categorical_covariate_keys=cat_keys, continuous_covariate_keys=cont_keys)
@@ -84,6 +90,8 @@ def register(
         raise StepError(f"{h5ad}: {err}") from err
     if selection is not None:
         registry["gene_selection"] = selection
+    if labels_rule is not None:
+        registry["missing_labels"] = labels_rule
     n_zero_genes = registry["validation"]["n_genes_zero_counts"]
     if n_zero_genes:
         # Kept on purpose: such a gene costs a little time but cannot harm the fit (the model
@@ -166,3 +174,33 @@ def _listed_genes(adata, genes_file, source):
     selection = {"method": "gene_list", "path": str(path), "n_genes": int(keep.sum()),
                  "n_vars_input": int(adata.n_vars)}
     return adata[:, keep].copy(), selection
+
+
+def _missing_labels(adata, mode: str, labels_key, unlabeled_category, source):
+    """``adata`` with ``setup.missing_labels`` applied, and the rule to record (or ``None``)."""
+    from snakevi.data.missing_labels import (MISSING_LABELS, apply_missing_labels, missing_label_mask,
+                                             missing_labels_rule)
+
+    if mode not in MISSING_LABELS:
+        raise StepError(f"setup.missing_labels={mode!r}; use one of {list(MISSING_LABELS)}.")
+    if mode == "error":
+        return adata, None
+    if labels_key is None:
+        raise StepError(f"setup.missing_labels={mode!r} needs setup.labels_key, the obs column whose missing "
+                        "values it handles.")
+    if mode == "unlabeled" and unlabeled_category is None:
+        raise StepError("setup.missing_labels='unlabeled' needs setup.unlabeled_category, the label the cells "
+                        "without one get (e.g. 'Unknown').")
+    n_missing = int(missing_label_mask(adata.obs, labels_key).sum()) if labels_key in adata.obs.columns else 0
+    rule = missing_labels_rule(mode, labels_key, unlabeled_category, n_missing)
+    obs, keep = apply_missing_labels(adata.obs, rule)
+    if keep is not None:
+        if not keep.any():
+            raise StepError(f"{source}: every cell has a missing {labels_key!r}; setup.missing_labels='drop' "
+                            "would leave none.")
+        adata = adata[keep].copy()
+    elif obs is not adata.obs:
+        adata.obs = obs
+    verb = "dropped" if mode == "drop" else f"labelled {unlabeled_category!r}"
+    log.info("%d cell(s) of %s have no %s: %s (setup.missing_labels=%s)", n_missing, source, labels_key, verb, mode)
+    return adata, rule
