@@ -131,7 +131,7 @@ def run_dataset(name: str, kmeans_seeds: int) -> dict:
         ours[emb_name] = m
         nmis, aris = [], []
         for s in range(kmeans_seeds):  # single initialisation, as scib-metrics: its spread over seeds
-            r = nmi_ari_cluster_labels_kmeans(emb, labels, seed=s, n_init=1)
+            r = nmi_ari_cluster_labels_kmeans(emb, labels, seed=s)
             nmis.append(r["nmi"])
             aris.append(r["ari"])
         spread[emb_name] = {"KMeans NMI": [min(nmis), max(nmis)], "KMeans ARI": [min(aris), max(aris)]}

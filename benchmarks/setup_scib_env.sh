@@ -11,6 +11,7 @@ ROOT="$(cd "$HERE/.." && pwd)"
 VENV="${SCIB_VENV:-$ROOT/.venv-scib}"
 PY="${PYTHON:-python3}"
 VERSION="0.5.10"
+JAX_VERSION="0.10.2"  # the draws scib_kmeans copies are those of this jax (tests/metrics/test_jax_random.py)
 
 if [ -x "$VENV/bin/python" ] && \
    [ "$("$VENV/bin/python" -c 'import scib_metrics; print(scib_metrics.__version__)' 2>/dev/null | tail -n1)" = "$VERSION" ]; then
@@ -21,7 +22,7 @@ fi
 "$PY" -m venv "$VENV"
 "$VENV/bin/python" -m pip install --upgrade pip
 # jax[cpu] pulls the CPU jaxlib only; nothing here asks for CUDA.
-"$VENV/bin/python" -m pip install "scib-metrics==$VERSION" "jax[cpu]"
+"$VENV/bin/python" -m pip install "scib-metrics==$VERSION" "jax[cpu]==$JAX_VERSION" "jaxlib==$JAX_VERSION"
 
 "$VENV/bin/python" - <<'PY'
 import jax, scib_metrics

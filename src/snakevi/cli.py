@@ -191,8 +191,6 @@ def build_parser() -> argparse.ArgumentParser:
     _latent_prepared_registry_output(s)
     s.add_argument("--no-metrics", dest="metrics", action="store_false",
                    help="write the files with a note instead of computing the metrics")
-    s.add_argument("--seed", type=int, default=STEP_DEFAULT,
-                   help="seed of the metrics' PCA and k-means (left out: the step's default)")
 
     s = add("map-query", "map a query .h5ad onto a trained model (scArches); write its model and embedding")
     s.add_argument("--reference", required=True, help="model folder from `snakevi train`")
@@ -282,7 +280,7 @@ def _dispatch(args) -> None:
         from snakevi.steps.integration import integration
 
         integration(args.latent, args.prepared, args.registry, args.output, run=args.run,
-                    metrics=args.metrics, **_given(args, "latent_key", "seed"))
+                    metrics=args.metrics, **_given(args, "latent_key"))
     elif cmd == "map-query":
         from snakevi.steps.map_query import map_query
 

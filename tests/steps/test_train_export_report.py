@@ -171,7 +171,7 @@ def test_report_writes_every_file(trained, tmp_path):
 def test_integration_scores_and_the_summary_row(trained, tmp_path):
     _, registry_json, prepared, out = trained
     report(out / "history.csv", out / "latent.npy", prepared, registry_json, tmp_path / "report", run="tiny")
-    scored = integration(out / "latent.npy", prepared, registry_json, tmp_path / "report", run="tiny", seed=3)
+    scored = integration(out / "latent.npy", prepared, registry_json, tmp_path / "report", run="tiny")
     for name in INTEGRATION_FILES:
         assert (tmp_path / "report" / name).stat().st_size > 0, name
     assert (tmp_path / "report" / "integration.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -354,3 +354,28 @@ def test_summary_groups_average_seed_replicates_and_skip_missing_scores(tmp_path
     with pytest.raises(StepError, match=r"Run\(s\) \['old'\] have more than one metrics.json"):
         summarize([tmp_path / "old.json", tmp_path / "old.json"], tmp_path / "s3.tsv")
     assert not (tmp_path / "s3.tsv").exists()
+
+
+@pytest.mark.parametrize("keys", [{"labels_key": "label"}, {"batch_key": "batch"}])
+def test_integration_without_a_batch_key_scores_bio_conservation_and_says_why_not_the_rest(trained, tmp_path, keys):
+    from snakevi.steps import prepare, register
+
+    h5ad, _, _, out = trained
+    register(h5ad, tmp_path / "registry.json", n_top_genes=50, **keys)
+    prepare(h5ad, tmp_path / "registry.json", tmp_path / "prepared", batch_size=64, seed=0)
+    scored = integration(out / "latent.npy", tmp_path / "prepared", tmp_path / "registry.json", tmp_path / "report")
+    lines = (tmp_path / "report" / "metrics.tsv").read_text().splitlines()
+    if "labels_key" not in keys:  # nothing to compare an embedding with
+        assert lines[1:] == [f"# {scored['notes'][0]}"] and "setup.labels_key" in scored["notes"][0]
+        assert scored["Bio conservation"] is None
+        return
+    scores = pd.read_csv(tmp_path / "report" / "metrics.tsv", sep="\t", index_col="embedding", comment="#")
+    assert scores.loc["X_scVI", ["Isolated labels", "KMeans NMI", "cLISI"]].notna().all()
+    assert scores.loc["X_scVI", ["BRAS", "iLISI", "KBET", "Batch correction", "Total"]].isna().all()
+    assert scored["Bio conservation"] == pytest.approx(scores.loc["X_scVI", "Bio conservation"], abs=1e-5)
+    assert scored["Total"] is None and scored["Batch correction"] is None
+    [note] = scored["notes"]
+    assert "batch-correction metrics" in note and "no batch key (setup.batch_key)" in note
+    assert lines[-1] == f"# {note}"
+    assert (tmp_path / "report" / "integration.png").read_bytes()[:4] == b"\x89PNG"
+

@@ -99,7 +99,6 @@ rule integration:
         run="{run}",
         latent_key=lambda wildcards: run_config(wildcards)["export"]["latent_key"],
         metrics=lambda wildcards: run_config(wildcards)["report"]["metrics"],
-        seed=lambda wildcards: run_config(wildcards)["seed"],
     script:
         "../../scripts/integration.py"
 

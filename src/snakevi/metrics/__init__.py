@@ -19,7 +19,7 @@ from snakevi.metrics.benchmark import AGGREGATES, BATCH_METRICS, BIO_METRICS, in
 from snakevi.metrics.graph_connectivity import graph_connectivity
 from snakevi.metrics.isolated_labels import isolated_labels
 from snakevi.metrics.kbet import kbet, kbet_per_label
-from snakevi.metrics.kmeans import KMeansResult, kmeans
+from snakevi.metrics.kmeans import KMeansResult, kmeans, scib_kmeans
 from snakevi.metrics.lisi import clisi_knn, ilisi_knn, lisi_knn
 from snakevi.metrics.nmi_ari import ari, nmi, nmi_ari_cluster_labels_kmeans
 from snakevi.metrics.pca import log_normalize, pca_baseline
@@ -45,6 +45,7 @@ __all__ = [
     "kbet",
     "kbet_per_label",
     "kmeans",
+    "scib_kmeans",
     "lisi_knn",
     "log_normalize",
     "nmi",

@@ -53,15 +53,19 @@ def integration_metrics(
     classic ASW batch, instead), "iLISI", "KBET", "Graph connectivity" and, when
     ``pre_integrated`` is given, "PCR comparison". One exact kNN search at k = 90 serves the
     graphs at 15 (graph connectivity), 50 (kBET) and 90 (LISI), as in scib-metrics' Benchmarker.
-    Departures from scib-metrics, all checked on real data by ``benchmarks/scib_crosscheck.py``:
-    exact rather than approximate (pynndescent) neighbours, and KMeans keeps the best of 10
-    k-means++ initialisations rather than one (see :func:`nmi_ari_cluster_labels_kmeans`).
+    The numbers are scib-metrics 0.5.10's (``Benchmarker`` defaults, ``get_results(
+    min_max_scale=False)``) to 1e-3 per metric, held to values scib-metrics itself computed on
+    real data (``tests/metrics/test_scib_reference.py``, ``benchmarks/scib_reference.py``).
+    One difference in method: exact rather than approximate (pynndescent) neighbours, which
+    moves no metric by 1e-4 there (``benchmarks/scib_crosscheck.py``); k-means draws jax's
+    own random numbers (:func:`~snakevi.metrics.kmeans.scib_kmeans`).
 
     Aggregates: "Bio conservation" and "Batch correction" are the means of the defined metrics
     of their group, and "Total" = 0.4 x Batch correction + 0.6 x Bio conservation. Values are
     not min-max scaled across methods (scib-metrics' ``get_results(min_max_scale=True)``): this
     scores one embedding at a time, so the numbers are comparable with scib-metrics' unscaled
-    table. When a whole group is undefined, Total is the other group's score.
+    table. When a whole group is undefined (one batch, one label), so is Total: scib-metrics
+    gives none either, and a Total of one group would not compare with Totals of both.
 
     Parameters
     ----------
@@ -74,7 +78,7 @@ def integration_metrics(
         :func:`~snakevi.metrics.pca_baseline` of the counts. ``None``: PCR comparison is left
         out of the dict and of the batch-correction mean.
     seed
-        Seed of k-means and of kBET's eigensolver start vector; same seed, same numbers.
+        Seed of k-means' jax key and of kBET's eigensolver start vector (0: scib-metrics' numbers).
     batch_silhouette
         ``"bras"`` (default, scib-metrics' current choice) or ``"classic"``.
 
@@ -83,7 +87,7 @@ def integration_metrics(
     dict[str, float]
         Metric name -> value (higher is better for all, most in [0, 1]), then the aggregates.
         With a single batch every batch-correction metric is NaN (one warning); with a single
-        label every bio-conservation metric is NaN.
+        label every bio-conservation metric is NaN; either way Total is NaN.
     """
     if batch_silhouette not in ("bras", "classic"):
         raise ValueError(f"batch_silhouette must be 'bras' or 'classic', got {batch_silhouette!r}.")
@@ -148,7 +152,5 @@ def integration_metrics(
 
     out["Batch correction"] = _aggregate(out, batch_names)
     out["Bio conservation"] = _aggregate(out, BIO_METRICS)
-    groups = {g: out[g] for g in TOTAL_WEIGHTS if np.isfinite(out[g])}
-    weight = sum(TOTAL_WEIGHTS[g] for g in groups)
-    out["Total"] = sum(TOTAL_WEIGHTS[g] * v for g, v in groups.items()) / weight if groups else float("nan")
+    out["Total"] = float(sum(TOTAL_WEIGHTS[g] * out[g] for g in TOTAL_WEIGHTS))  # NaN if a group is
     return out

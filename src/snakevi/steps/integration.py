@@ -5,11 +5,17 @@ folder. It is a step of its own, not part of the report, because it is the slow 
 neighbours over all cells, kBET): the workflow runs it beside the report and export steps, and
 on a cluster it can get its own resources.
 
-Both embeddings are scored on the same cells with :func:`snakevi.metrics.integration_metrics`:
-the run's latent representation, and a PCA of the log-normalized counts (the "unintegrated"
-baseline every integration method is compared with; also the reference of PCR comparison).
-Scores need a batch key and a labels key; cells whose label is the unlabelled category (scanvi
-runs) are left out, since their true label is unknown.
+Both embeddings are scored on the same cells with :func:`snakevi.metrics.integration_metrics`,
+scib-metrics 0.5.10's ``Benchmarker`` defaults number for number
+(``tests/metrics/test_scib_reference.py``): the run's latent representation, and a PCA of the
+log-normalized counts (the "unintegrated" baseline every integration method is compared with;
+also the reference of PCR comparison). The PCA is fitted on all cells, as scib-metrics fits
+it, with a fixed start vector, so the baseline does not move with the run's seed. Cells whose
+label is the unlabelled category are left out of the scores, since their true label is unknown.
+
+Scores need a labels key. Without a batch key (or with one batch) the bio-conservation metrics
+are still computed and the batch-correction ones are reported as not defined, with the reason,
+in ``metrics.tsv``, ``integration.json`` ("notes") and the figure.
 """
 
 from __future__ import annotations
@@ -41,7 +47,6 @@ def integration(
     run: str = "run",
     latent_key: str = "X_scVI",
     metrics: bool = True,
-    seed: int = 0,
 ) -> dict:
     """Score the integration of one run and write :data:`INTEGRATION_FILES` into ``out_dir``.
 
@@ -61,46 +66,43 @@ def integration(
         Row name of the latent space in ``metrics.tsv`` (the export step's ``obsm`` key).
     metrics
         False writes the files with a note instead of scores (the workflow's ``report.metrics``).
-        Without a batch key and a labels key there is nothing to score either, and the note
-        says so.
-    seed
-        Seed of the baseline PCA and of the metrics' k-means.
 
     Returns
     -------
     dict
         What ``integration.json`` holds: ``run``, ``latent_key``, the aggregate scores
-        (:data:`snakevi.metrics.AGGREGATES`) of the latent space and ``"Total (PCA baseline)"``;
-        scores are ``None`` when not computed.
+        (:data:`snakevi.metrics.AGGREGATES`) of the latent space, ``"Total (PCA baseline)"``
+        (``None`` where not defined) and ``notes``: why anything was not computed.
     """
     from snakevi.metrics import AGGREGATES
 
     registry, data, Z = load_scored_run(latent_npy, prepared_dir, registry_json)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    note = why_not_scored(registry) if metrics else "integration metrics were switched off (report.metrics: false)"
-    scores = {} if note else score_embeddings(data, registry, Z, latent_key, seed=seed)
-    write_metrics_tsv(out / "metrics.tsv", scores, note)
-    plot_scores(scores, run, out / "integration.png", note)
+    if not metrics:
+        scores, notes = {}, ["integration metrics were switched off (report.metrics: false)"]
+    elif registry["fields"]["labels"]["original_key"] is None:
+        scores, notes = {}, ["integration metrics need setup.labels_key: every scib metric but iLISI and PCR "
+                             "comparison compares the embedding with cell-type labels"]
+    else:
+        scores, notes = score_embeddings(data, registry, Z, latent_key)
+    write_metrics_tsv(out / "metrics.tsv", scores, notes)
+    plot_scores(scores, run, out / "integration.png", notes)
     summary = {"run": run, "latent_key": latent_key}
     summary.update({name: _finite(scores[latent_key].get(name)) if scores else None for name in AGGREGATES})
     summary["Total (PCA baseline)"] = _finite(scores[BASELINE].get("Total")) if scores else None
+    summary["notes"] = notes
     write_json_atomic(out / "integration.json", summary)
-    log.info("integration scores of run %s -> %s", run, out)
+    if scores:
+        log.info("integration scores of run %s -> %s", run, out)
+    for note in notes:
+        log.info("run %s: %s", run, note)
     return summary
 
 
 def _finite(value) -> float | None:
     """A float for JSON, or None for a missing or undefined (NaN) score."""
     return None if value is None or not np.isfinite(value) else float(value)
-
-
-def why_not_scored(registry: dict) -> str | None:
-    """Why integration metrics cannot be computed for this setup, or ``None`` if they can."""
-    fields = registry["fields"]
-    if fields["batch"]["original_key"] is None or fields["labels"]["original_key"] is None:
-        return "integration metrics need setup.batch_key and setup.labels_key"
-    return None
 
 
 def labelled_cells(data, registry: dict) -> np.ndarray:
@@ -115,8 +117,28 @@ def labelled_cells(data, registry: dict) -> np.ndarray:
     return np.flatnonzero(codes != mapping.index(str(unlabeled)))
 
 
-def score_embeddings(data, registry: dict, Z: np.ndarray, latent_key: str, *, seed: int = 0) -> dict[str, dict]:
-    """Metrics of the latent space ``Z`` and of the PCA baseline: ``{embedding name: {metric: value}}``.
+def undefined_notes(registry: dict, batch: np.ndarray, labels: np.ndarray) -> list[str]:
+    """Why a group of metrics is not defined on the scored cells (empty when all are)."""
+    from snakevi.metrics import BATCH_METRICS, BIO_METRICS
+
+    notes = []
+    if len(np.unique(labels)) < 2:
+        notes.append(f"bio-conservation metrics ({', '.join(BIO_METRICS)}) are not defined: the scored cells "
+                     "have one label; and so Total is not defined")
+    if registry["fields"]["batch"]["original_key"] is None:
+        why = "the run has no batch key (setup.batch_key)"
+    elif len(np.unique(batch)) < 2:
+        why = "the scored cells come from one batch"
+    else:
+        return notes
+    notes.append(f"batch-correction metrics ({', '.join(BATCH_METRICS)}) are not defined: {why}; so Total, "
+                 "0.4 x batch correction + 0.6 x bio conservation, is not defined either (scib-metrics gives "
+                 "none); compare runs by Bio conservation")
+    return notes
+
+
+def score_embeddings(data, registry: dict, Z: np.ndarray, latent_key: str) -> tuple[dict[str, dict], list[str]]:
+    """Metrics of the latent space ``Z`` and of the PCA baseline, and why any is not defined.
 
     Parameters
     ----------
@@ -128,63 +150,89 @@ def score_embeddings(data, registry: dict, Z: np.ndarray, latent_key: str, *, se
         Latent representation of every cell of ``data``.
     latent_key
         Row name of the latent space.
-    seed
-        Seed of the baseline PCA and of the metrics' k-means.
+
+    Returns
+    -------
+    tuple
+        ``{embedding name: {metric: value}}`` and the notes of :func:`undefined_notes`.
     """
-    from snakevi.metrics import integration_metrics, pca_baseline
+    import warnings
+
+    from snakevi.metrics import UndefinedMetricWarning, integration_metrics
 
     cells = labelled_cells(data, registry)
     batch = np.asarray(data.obs["batch"]).reshape(-1)[cells]
     labels = np.asarray(data.obs["labels"]).reshape(-1)[cells]
-    counts = data.X[cells] if len(cells) < len(data) else data.X
-    n_comps = int(min(BASELINE_COMPONENTS, counts.shape[1] - 1, len(cells) - 1))
-    pca = pca_baseline(counts, n_comps=n_comps, seed=seed)
-    scores = {
-        latent_key: integration_metrics(np.asarray(Z)[cells], batch, labels, pre_integrated=pca, seed=seed),
-        BASELINE: integration_metrics(pca, batch, labels, pre_integrated=pca, seed=seed),
-    }
-    log.info("integration metrics on %d cells: %s Total %.3f, %s Total %.3f", len(cells), latent_key,
-             scores[latent_key]["Total"], BASELINE, scores[BASELINE]["Total"])
-    return scores
+    notes = undefined_notes(registry, batch, labels)
+    pca = baseline_embedding(data.X)[cells]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UndefinedMetricWarning)  # the notes say it once, with the reason
+        scores = {
+            latent_key: integration_metrics(np.asarray(Z)[cells], batch, labels, pre_integrated=pca),
+            BASELINE: integration_metrics(pca, batch, labels, pre_integrated=pca),
+        }
+    log.info("integration metrics on %d of %d cells: %s Total %.3f, %s Total %.3f", len(cells), len(data),
+             latent_key, scores[latent_key]["Total"], BASELINE, scores[BASELINE]["Total"])
+    return scores, notes
 
 
-def write_metrics_tsv(path: str | Path, scores: dict[str, dict], note: str | None = None) -> None:
+def baseline_embedding(counts) -> np.ndarray:
+    """The PCA baseline of all cells: :data:`BASELINE_COMPONENTS` components (fewer for tiny data).
+
+    scib-metrics' ``Benchmarker`` runs ``sc.tl.pca`` on the whole AnnData it is given; the start
+    vector is fixed (seed 0, scanpy's ``random_state=0``), not the run's seed, so that runs of
+    the same data share one baseline.
+    """
+    from snakevi.metrics import pca_baseline
+
+    n_comps = int(min(BASELINE_COMPONENTS, counts.shape[1] - 1, counts.shape[0] - 1))
+    return pca_baseline(counts, n_comps=n_comps, seed=0)
+
+
+def write_metrics_tsv(path: str | Path, scores: dict[str, dict], notes=()) -> None:
     """``metrics.tsv``: one row per embedding, one column per metric (empty when not defined).
 
-    Without scores (``note`` says why) the file holds the header line and that note as a comment.
+    Each of ``notes`` (why a metric or all of them were not computed) follows as a ``#`` comment line.
     """
     names = list(next(iter(scores.values()))) if scores else []
     lines = ["\t".join(["embedding", *names])]
     for embedding, values in scores.items():
         cells = ["" if values[n] is None or not np.isfinite(values[n]) else f"{values[n]:.6g}" for n in names]
         lines.append("\t".join([embedding, *cells]))
-    if note:
-        lines.append(f"# {note}")
+    lines.extend(f"# {note}" for note in notes)
     write_text_atomic(path, "\n".join(lines) + "\n")
 
 
-def plot_scores(scores: dict[str, dict], run: str, path: Path, note: str | None = None) -> None:
-    """Grouped horizontal bars: every metric (0 to 1, higher is better) for each embedding."""
+def plot_scores(scores: dict[str, dict], run: str, path: Path, notes=()) -> None:
+    """Grouped horizontal bars: every metric (0 to 1, higher is better) for each embedding; ``notes`` below."""
+    import textwrap
+
     from snakevi.steps.figures import new_axes, save_png
 
     if not scores:
         fig, ax = new_axes((6, 2))
         ax.axis("off")
-        ax.text(0.5, 0.5, f"No integration metrics for run {run}:\n{note}", ha="center", va="center")
+        text = "\n".join(textwrap.fill(note, 80) for note in notes)
+        ax.text(0.5, 0.5, f"No integration metrics for run {run}:\n{text}", ha="center", va="center")
         save_png(fig, path)
         return
     names = list(next(iter(scores.values())))
-    fig, ax = new_axes((7, 0.35 * len(names) * len(scores) + 1.5))
-    height = 0.8 / len(scores)
+    footer = "\n".join(textwrap.fill(f"Not shown: {note}", 110) for note in notes)
+    footer_in = 0.17 * (footer.count("\n") + 1) + 0.2 if notes else 0.0
+    height = 0.35 * len(names) * len(scores) + 1.5 + footer_in
+    fig, ax = new_axes((7, height))
+    bar = 0.8 / len(scores)
     y = np.arange(len(names))
     for i, (embedding, values) in enumerate(scores.items()):
         vals = np.array([np.nan if values[n] is None else values[n] for n in names], dtype=float)
-        ax.barh(y + i * height, np.nan_to_num(vals), height=height, label=embedding)
-    ax.set_yticks(y + height * (len(scores) - 1) / 2, names)
+        ax.barh(y + i * bar, np.nan_to_num(vals), height=bar, label=embedding)
+    ax.set_yticks(y + bar * (len(scores) - 1) / 2, names)
     ax.invert_yaxis()
     ax.set_xlim(0, 1)
     ax.set_xlabel("score (0 to 1, higher is better)")
     ax.set_title(f"Integration metrics (scib-style) — run {run}")
     ax.grid(axis="x", alpha=0.3)
     ax.legend(title="embedding", loc="lower right", fontsize="small")
+    if notes:  # a metric left empty gets its reason under the axes (the layout makes room for it)
+        fig.supxlabel(footer, x=0.02, ha="left", fontsize="x-small")
     save_png(fig, path)
