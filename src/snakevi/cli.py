@@ -114,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--categorical-covariate-keys", nargs="*", default=None, metavar="KEY")
     s.add_argument("--continuous-covariate-keys", nargs="*", default=None, metavar="KEY")
     s.add_argument("--n-top-genes", type=int, default=None, help="keep this many highly variable genes")
+    s.add_argument("--hvg-flavor", default="seurat_v3",
+                   choices=["seurat_v3", "seurat_v3_paper", "cell_ranger", "seurat"],
+                   help="scanpy's flavour of the --n-top-genes selection (scanpy's gene set)")
     s.add_argument("--genes", default=None, help="text file of the genes to keep, one per line")
     s.add_argument("--missing-labels", default="error", choices=["error", "unlabeled", "drop"],
                    help="cells with no label: refuse, label them --unlabeled-category, or drop them")
@@ -245,7 +248,7 @@ def _dispatch(args) -> None:
             unlabeled_category=args.unlabeled_category,
             size_factor_key=args.size_factor_key, categorical_covariate_keys=args.categorical_covariate_keys,
             continuous_covariate_keys=args.continuous_covariate_keys, n_top_genes=args.n_top_genes,
-            genes=args.genes, missing_labels=args.missing_labels,
+            hvg_flavor=args.hvg_flavor, genes=args.genes, missing_labels=args.missing_labels,
         )
         register(args.input, args.output, **setup)
     elif cmd == "prepare":

@@ -37,6 +37,24 @@ def test_n_top_genes_selects_and_records_genes(tiny_h5ad, tmp_path):
     # Original gene order is kept.
     all_genes = [f"gene{i}" for i in range(60)]
     assert genes == [g for g in all_genes if g in set(genes)]
+    assert reg["gene_selection"]["flavor"] == "seurat_v3"  # scanpy's default
+
+
+def test_hvg_flavor_chooses_scanpy_s_flavour_and_an_unknown_one_is_refused(tiny_h5ad, tmp_path):
+    import anndata
+
+    from snakevi.data.hvg import highly_variable_genes
+
+    adata = anndata.read_h5ad(tiny_h5ad)
+    for flavor in ("seurat_v3_paper", "cell_ranger", "seurat"):
+        reg = register(tiny_h5ad, tmp_path / f"{flavor}.json", batch_key="batch", n_top_genes=25, hvg_flavor=flavor)
+        expected = highly_variable_genes(adata.X, 25, adata.obs["batch"].astype(str).to_numpy(), flavor=flavor,
+                                         gene_names=adata.var_names)["selected"]
+        assert reg["fields"]["X"]["column_names"] == list(adata.var_names[expected])
+        assert reg["gene_selection"]["method"] == f"scanpy_{flavor}"
+    with pytest.raises(StepError, match="setup.hvg_flavor='pearson' is not one of scanpy's flavours: seurat_v3, "):
+        register(tiny_h5ad, tmp_path / "bad.json", n_top_genes=25, hvg_flavor="pearson")
+    assert not (tmp_path / "bad.json").exists()
 
 
 def test_missing_batch_key_names_the_key_and_writes_nothing(tiny_h5ad, tmp_path):

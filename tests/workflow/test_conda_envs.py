@@ -65,7 +65,7 @@ def _stub_conda(tmp_path: Path) -> tuple[Path, Path]:
 
 def _copy_checkout(tmp_path: Path) -> Path:
     checkout = tmp_path / "checkout"
-    shutil.copytree(REPO, checkout, ignore=shutil.ignore_patterns(".git", ".venv", ".snakemake", "results",
+    shutil.copytree(REPO, checkout, ignore=shutil.ignore_patterns(".git", ".venv", ".venv-*", ".snakemake", "results",
                                                                   "resources", "logs", "__pycache__"))
     return checkout
 

@@ -25,6 +25,7 @@ def register(
     categorical_covariate_keys: list[str] | None = None,
     continuous_covariate_keys: list[str] | None = None,
     n_top_genes: int | None = None,
+    hvg_flavor: str = "seurat_v3",
     genes: str | os.PathLike | None = None,
     missing_labels: str = "error",
     model_name: str = "SCVI",
@@ -44,6 +45,10 @@ def register(
         Keep only this many highly variable genes, chosen on the counts per batch
         (see :mod:`snakevi.data.hvg`); ``None`` keeps every gene. The choice is recorded in the
         registry under ``"gene_selection"`` and its genes are the registry's ``var_names``.
+    hvg_flavor
+        scanpy's flavour of that selection, with scanpy 1.11's gene set: ``"seurat_v3"``
+        (scanpy's default for counts), ``"seurat_v3_paper"``, ``"cell_ranger"`` or ``"seurat"``
+        (these two on log1p(CP10k) of the counts, made here). ``batch_key`` is scanpy's.
     genes
         A text file of the genes to keep, one ``var_name`` per line (blank lines and lines
         starting with ``#`` are skipped); they keep the dataset's order. Every listed gene must
@@ -76,6 +81,11 @@ def register(
     if genes is not None and n_top_genes is not None:
         raise StepError(f"setup.genes ({genes}) and setup.n_top_genes ({n_top_genes}) both choose the genes; "
                         "give one of them.")
+    from snakevi.data.hvg import HVG_FLAVORS
+
+    if hvg_flavor not in HVG_FLAVORS:
+        raise StepError(f"setup.hvg_flavor={hvg_flavor!r} is not one of scanpy's flavours: "
+                        f"{', '.join(HVG_FLAVORS)} (seurat_v3 is scanpy's default for counts).")
     selection = None
     try:
         if genes is not None:
@@ -84,7 +94,7 @@ def register(
         elif n_top_genes is not None:
             # Validate the full data first, so bad counts are reported before any selection.
             setup_anndata(adata, model_name=model_name, **setup)
-            adata, selection = _select_genes(adata, int(n_top_genes), layer, batch_key, h5ad)
+            adata, selection = _select_genes(adata, int(n_top_genes), layer, batch_key, h5ad, hvg_flavor)
         registry = setup_anndata(adata, model_name=model_name, **setup)
     except RegistrationError as err:
         raise StepError(f"{h5ad}: {err}") from err
@@ -109,7 +119,7 @@ def register(
     return registry
 
 
-def _select_genes(adata, n_top_genes: int, layer, batch_key, source):
+def _select_genes(adata, n_top_genes: int, layer, batch_key, source, flavor: str = "seurat_v3"):
     """Subset ``adata`` to its ``n_top_genes`` highly variable genes (original gene order)."""
     from snakevi.data.counts import get_count_matrix
     from snakevi.data.hvg import highly_variable_genes
@@ -121,7 +131,7 @@ def _select_genes(adata, n_top_genes: int, layer, batch_key, source):
         )
     X = get_count_matrix(adata, layer)
     batches = None if batch_key is None else adata.obs[batch_key].astype(str).to_numpy()
-    result = highly_variable_genes(X, n_top_genes, batches)
+    result = highly_variable_genes(X, n_top_genes, batches, flavor=flavor, gene_names=adata.var_names)
     keep = result["selected"]
     sub = adata[:, keep].copy()
     totals = np.asarray(get_count_matrix(sub, layer).sum(axis=1)).ravel()
@@ -132,15 +142,16 @@ def _select_genes(adata, n_top_genes: int, layer, batch_key, source):
             f"zero counts (e.g. {list(sub.obs_names[empty[:5]])}). Raise setup.n_top_genes, or filter "
             "those low-count cells from the dataset first."
         )
-    log.info("kept %d highly variable genes of %d (seurat_v3-style, %d batch(es))",
-             n_top_genes, adata.n_vars, result["n_batches_used"])
+    log.info("kept %d highly variable genes of %d (scanpy flavor %s, %d batch(es))",
+             keep.size, adata.n_vars, flavor, result["n_batches_used"])
     selection = {
-        "method": "seurat_v3_counts_loess",
+        "method": f"scanpy_{flavor}",
+        "flavor": flavor,
         "n_top_genes": n_top_genes,
+        "n_genes": int(keep.size),
         "batch_key": batch_key,
         "n_vars_input": int(adata.n_vars),
         "n_batches_used": int(result["n_batches_used"]),
-        "order": "n_batches descending, then median rank",
     }
     return sub, selection
 
