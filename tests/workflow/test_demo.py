@@ -164,6 +164,21 @@ def test_the_shipped_config_is_valid_and_plans_the_whole_demo(tmp_path):
                                         "report": 1, "integration": 1, "summary": 1, "all": 1}
 
 
+def test_the_shipped_demo_shows_the_model_mixing_batches_that_pca_keeps_apart(tmp_path):
+    # The README's main job as it ships (2,000 cells, 30 epochs): a newcomer's first report
+    # must show what the tool is for, integration, beside the unintegrated baseline.
+    write_config(tmp_path, yaml.safe_load((REPO / "config" / "config.yaml").read_text()))
+    snakemake(tmp_path, "--cores", "2")
+    scores = pd.read_csv(tmp_path / "results" / "demo" / "report" / "metrics.tsv", sep="\t", index_col=0,
+                         comment="#")
+    model, pca = scores.loc["X_scVI"], scores.loc["PCA (unintegrated)"]
+    assert model["iLISI"] > 0.6 > 0.3 > pca["iLISI"]
+    assert model["KBET"] > 0.6 > 0.1 > pca["KBET"]
+    assert model["Batch correction"] > pca["Batch correction"] + 0.3
+    assert model["Bio conservation"] > pca["Bio conservation"] - 0.03  # the labels are kept
+    assert model["Total"] > pca["Total"]
+
+
 def test_select_runs_builds_only_the_named_runs(tmp_path):
     runs = {name: {"dataset": "resources/demo.h5ad"} for name in ("a", "b")}
     write_config(tmp_path, {"runs": runs, "select_runs": ["b"]})
