@@ -73,6 +73,23 @@ def test_the_host_reruns_nothing_when_nothing_changed(host_run):
     assert planned_jobs(out.stdout) == {}
 
 
+def test_the_summary_keeps_runs_on_disk_under_the_prefix_too(host_run, tmp_path):
+    # A run built earlier (since taken out of the config) keeps its row: found under the prefix.
+    import json
+    import shutil
+
+    host = tmp_path / "host"
+    shutil.copytree(host_run, host, ignore=shutil.ignore_patterns(".snakemake"))
+    old = host / "scvi" / "results" / "old" / "report"
+    old.mkdir(parents=True)
+    for name in ("metrics.json", "integration.json"):
+        values = json.loads((host / "scvi" / "results" / "demo" / "report" / name).read_text())
+        (old / name).write_text(json.dumps({**values, "run": "old"}))
+    snakemake(host, "--cores", "1", "--forcerun", "snakevi_summary", snakefile=host / "Snakefile")
+    summary = pd.read_csv(host / "scvi" / "results" / "summary.tsv", sep="\t")
+    assert sorted(summary["run"]) == ["demo", "old"]
+
+
 def test_a_host_may_name_the_root_snakefile_too(tmp_path, demo_config):
     # The repository root's Snakefile only includes workflow/Snakefile: the same jobs.
     planned = {}

@@ -48,17 +48,19 @@ def selected_runs():
     )
 
 
-def present_results(name):
-    """``results/<run>/report/<name>`` of the runs this invocation does not build, where on disk.
+def present_results(name, results="results"):
+    """``<results>/<run>/report/<name>`` of the runs this invocation does not build, where on disk.
 
     The summary keeps them, so a run built before (another ``select_runs``, a run since taken
-    out of the config) does not vanish from ``results/summary.tsv``.
+    out of the config) does not vanish from ``results/summary.tsv``. ``results`` is the folder
+    of the summary's own output, so that a module's ``prefix:`` is followed.
     """
+    root = Path(results)
     return sorted(
         str(path)
-        for path in Path("results").glob(f"*/report/{name}")
-        if path.parts[1] not in RUNS
-        and path.parts[1] != "queries"
+        for path in root.glob(f"*/report/{name}")
+        if path.relative_to(root).parts[0] not in RUNS
+        and path.relative_to(root).parts[0] != "queries"
         and (path.parent / "metrics.json").is_file()
     )
 

@@ -131,7 +131,12 @@ rule summary:
         mem_mb=1000,
         runtime=10,
     params:
-        kept_metrics=present_results("metrics.json"),
-        kept_integration=present_results("integration.json"),
+        # Beside the summary's own output: under a module's prefix too.
+        kept_metrics=lambda wildcards, output: present_results(
+            "metrics.json", os.path.dirname(output.summary)
+        ),
+        kept_integration=lambda wildcards, output: present_results(
+            "integration.json", os.path.dirname(output.summary)
+        ),
     script:
         "../../scripts/summary.py"
