@@ -1,9 +1,15 @@
 # The lookups shared by every step (the config is checked in config.smk): one small function per question.
 import copy
 import os
+import re
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
+
+
+def is_url(path):
+    """Whether a config path is a URL (``s3://...``): read through a Snakemake storage plugin."""
+    return re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", str(path)) is not None
 
 
 def expand_replicates():
@@ -125,8 +131,54 @@ def resolve_model_defaults():
             query["export"]["latent_key"] = default_key[reference["model_class"]]
 
 
+#: The Snakemake storage plugin (pip package) that reads each URL scheme a dataset may have.
+STORAGE_PLUGINS = {
+    "s3": "snakemake-storage-plugin-s3",
+    "gs": "snakemake-storage-plugin-gcs",
+    "gcs": "snakemake-storage-plugin-gcs",
+    "http": "snakemake-storage-plugin-http",
+    "https": "snakemake-storage-plugin-http",
+    "ftp": "snakemake-storage-plugin-ftp",
+    "az": "snakemake-storage-plugin-azure",
+}
+
+
+def refuse_urls_without_their_plugin():
+    """A dataset or reference model given as a URL needs the storage plugin of its scheme.
+
+    Checked before any job runs, naming the config key, the URL and the package to install
+    (Snakemake's own message comes later and names neither).
+    """
+    import importlib.util
+
+    entries = [(f"runs.{n}.dataset", r["dataset"]) for n, r in config["runs"].items()]
+    for name, query in config["queries"].items():
+        entries.append((f"queries.{name}.dataset", query["dataset"]))
+        if "reference_model" in query:
+            entries.append(
+                (f"queries.{name}.reference_model", query["reference_model"])
+            )
+    for where, value in entries:
+        if not is_url(value):
+            continue
+        scheme = value.split("://", 1)[0].lower()
+        plugin = STORAGE_PLUGINS.get(scheme)
+        if plugin is None:
+            raise WorkflowError(
+                f"Invalid config at {where}: {value!r} is a URL of scheme {scheme!r}, which no Snakemake "
+                f"storage plugin snakevi knows reads ({', '.join(sorted(STORAGE_PLUGINS))}); give a path "
+                "or one of those URLs."
+            )
+        if importlib.util.find_spec(plugin.replace("-", "_")) is None:
+            raise WorkflowError(
+                f"Invalid config at {where}: {value!r} is read through Snakemake's storage plugin "
+                f"{plugin}, which is not installed: pip install {plugin}"
+            )
+
+
 GROUPS = expand_replicates()
 resolve_model_defaults()
+refuse_urls_without_their_plugin()
 RUNS = selected_runs()
 # Queries of the runs being built (select_runs leaves out the queries of the runs it leaves out).
 # A query onto a model directory (reference_model) is always built.
@@ -200,13 +252,25 @@ def multi_process(value):
     return resource
 
 
-def dataset(wildcards):
-    """Input .h5ad of a run, as written in the config.
+def input_path(path):
+    """A path or URL of the config as a rule's input (or the simulate rule's output).
 
-    ``local()`` keeps the path as the user wrote it when this workflow is used as a module
-    with ``prefix:`` (which would otherwise move every relative input under the prefix).
+    A URL (``s3://``, ``gs://``, ``https://``...) is read through Snakemake's storage plugin for
+    its scheme. With a default storage provider (``--default-storage-provider``: no shared
+    filesystem) a plain path is an object under the storage prefix, like every result.
+    Otherwise ``local()`` keeps the path as the user wrote it when this workflow is used as a
+    module with ``prefix:`` (which would move every relative input under the prefix).
     """
-    return local(run_config(wildcards)["dataset"])
+    if is_url(path):
+        return storage(path)
+    if workflow.storage_settings.default_storage_provider is not None:
+        return path
+    return local(path)
+
+
+def dataset(wildcards):
+    """Input .h5ad of a run, as written in the config (see input_path)."""
+    return input_path(run_config(wildcards)["dataset"])
 
 
 def run_threads(wildcards):
@@ -275,13 +339,13 @@ def query_reference(wildcards):
     """The model folder a query maps onto: its run's, or the model directory it names."""
     query = query_config(wildcards)
     if "reference_model" in query:
-        return local(query["reference_model"])
+        return input_path(query["reference_model"])
     return f"results/{query['reference']}/model"
 
 
 def query_dataset(wildcards):
-    """Input .h5ad of a query, as written in the config (see ``dataset``)."""
-    return local(query_config(wildcards)["dataset"])
+    """Input .h5ad of a query, as written in the config (see input_path)."""
+    return input_path(query_config(wildcards)["dataset"])
 
 
 def all_targets():

@@ -1,8 +1,9 @@
 # The demo dataset (config["simulate"]); used by runs whose dataset is resources/demo.h5ad.
 rule simulate:
     output:
-        # local(): the path the demo config names, also under a module's prefix (see dataset()).
-        h5ad=local("resources/demo.h5ad"),
+        # The path the demo config names, also under a module's prefix; an object of the
+        # default storage when there is one (see input_path()).
+        h5ad=input_path("resources/demo.h5ad"),
     log:
         "logs/simulate.log",
     benchmark:
