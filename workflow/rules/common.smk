@@ -61,12 +61,10 @@ def present_results(name, results="results"):
     out of the config) does not vanish from ``results/summary.tsv``. ``results`` is the folder
     of the summary's own output, so that a module's ``prefix:`` is followed.
     """
-    root = Path(results)
     return sorted(
         str(path)
-        for path in root.glob(f"*/report/{name}")
-        if path.relative_to(root).parts[0] not in RUNS
-        and path.relative_to(root).parts[0] != "queries"
+        for path in Path(results).glob(f"*/report/{name}")
+        if path.parent.parent.name not in (*RUNS, "queries")
         and (path.parent / "metrics.json").is_file()
     )
 

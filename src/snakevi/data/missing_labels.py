@@ -49,6 +49,16 @@ def apply_missing_labels(obs, rule: dict | None):
     return filled, None
 
 
+def apply_missing_labels_to_anndata(adata, rule: dict | None):
+    """``(adata, keep)``: :func:`apply_missing_labels` on an AnnData (the kept cells' copy if any drop)."""
+    obs, keep = apply_missing_labels(adata.obs, rule)
+    if keep is not None:
+        return adata[keep].copy(), keep
+    if obs is not adata.obs:
+        adata.obs = obs
+    return adata, None
+
+
 def missing_labels_rule(mode: str, labels_key: str | None, unlabeled_category: str | None,
                         n_cells: int) -> dict | None:
     """The registry's ``"missing_labels"`` entry (``None`` for the default, ``"error"``)."""

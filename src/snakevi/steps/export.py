@@ -134,19 +134,15 @@ def export(
 
 def _with_missing_labels(adata, registry: dict, h5ad, full_anndata: bool):
     """``adata`` with the run's ``setup.missing_labels`` applied, as at registration."""
-    from snakevi.data.missing_labels import apply_missing_labels
+    from snakevi.data.missing_labels import apply_missing_labels_to_anndata
 
-    obs, keep = apply_missing_labels(adata.obs, registry.get("missing_labels"))
-    if keep is not None:
-        if full_anndata:
-            raise StepError(
-                f"export.full_anndata with setup.missing_labels: drop: the model has no latent for the "
-                f"{int((~keep).sum())} cell(s) of {h5ad} without a label. Use missing_labels: unlabeled to "
-                "keep every cell, or set export.full_anndata: false."
-            )
-        return adata[keep].copy()
-    if obs is not adata.obs:
-        adata.obs = obs
+    adata, keep = apply_missing_labels_to_anndata(adata, registry.get("missing_labels"))
+    if keep is not None and full_anndata:
+        raise StepError(
+            f"export.full_anndata with setup.missing_labels: drop: the model has no latent for the "
+            f"{int((~keep).sum())} cell(s) of {h5ad} without a label. Use missing_labels: unlabeled to "
+            "keep every cell, or set export.full_anndata: false."
+        )
     return adata
 
 

@@ -189,7 +189,7 @@ def _listed_genes(adata, genes_file, source):
 
 def _missing_labels(adata, mode: str, labels_key, unlabeled_category, source):
     """``adata`` with ``setup.missing_labels`` applied, and the rule to record (or ``None``)."""
-    from snakevi.data.missing_labels import (MISSING_LABELS, apply_missing_labels, missing_label_mask,
+    from snakevi.data.missing_labels import (MISSING_LABELS, apply_missing_labels_to_anndata, missing_label_mask,
                                              missing_labels_rule)
 
     if mode not in MISSING_LABELS:
@@ -204,14 +204,10 @@ def _missing_labels(adata, mode: str, labels_key, unlabeled_category, source):
                         "without one get (e.g. 'Unknown').")
     n_missing = int(missing_label_mask(adata.obs, labels_key).sum()) if labels_key in adata.obs.columns else 0
     rule = missing_labels_rule(mode, labels_key, unlabeled_category, n_missing)
-    obs, keep = apply_missing_labels(adata.obs, rule)
-    if keep is not None:
-        if not keep.any():
-            raise StepError(f"{source}: every cell has a missing {labels_key!r}; setup.missing_labels='drop' "
-                            "would leave none.")
-        adata = adata[keep].copy()
-    elif obs is not adata.obs:
-        adata.obs = obs
+    if mode == "drop" and n_missing == adata.n_obs:
+        raise StepError(f"{source}: every cell has a missing {labels_key!r}; setup.missing_labels='drop' "
+                        "would leave none.")
+    adata, _ = apply_missing_labels_to_anndata(adata, rule)
     verb = "dropped" if mode == "drop" else f"labelled {unlabeled_category!r}"
     log.info("%d cell(s) of %s have no %s: %s (setup.missing_labels=%s)", n_missing, source, labels_key, verb, mode)
     return adata, rule
