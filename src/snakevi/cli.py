@@ -141,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--history", required=True, help="history .csv to write")
     s.add_argument("--latent", default=None, help="also write the latent representation (.npy) of every cell")
     s.add_argument("--checkpoint-dir", default=None, help="checkpoints (default: checkpoints/ beside --model)")
+    s.add_argument("--checkpoint-store", default=None,
+                   help="s3://bucket/prefix: mirror the checkpoints there and resume from them on a new node "
+                        "(credentials as snakemake-storage-plugin-s3's SNAKEMAKE_STORAGE_S3_* or AWS_* variables)")
     s.add_argument("--checkpoint-every-seconds", type=float, default=DEFAULT_CHECKPOINT_SECONDS,
                    help="write a checkpoint at most this often (0: after every epoch; the last epoch always)")
     s.add_argument("--model-params", type=_json_arg, default={}, help="JSON: the config's 'model' section")
@@ -261,8 +264,8 @@ def _dispatch(args) -> None:
         from snakevi.steps.train import train
 
         train(args.prepared, args.registry, args.model, args.history, latent_out=args.latent,
-              checkpoint_dir=args.checkpoint_dir, checkpoint_every_seconds=args.checkpoint_every_seconds,
-              model_params=args.model_params, train_params=args.train_params, seed=args.seed,
+              checkpoint_dir=args.checkpoint_dir, checkpoint_store=args.checkpoint_store,
+              checkpoint_every_seconds=args.checkpoint_every_seconds, model_params=args.model_params, train_params=args.train_params, seed=args.seed,
               accelerator=args.accelerator, threads=args.threads, enable_progress_bar=args.progress_bar,
               model_class=args.model_class, devices=args.devices, nodes=args.nodes, launcher=args.launcher)
     elif cmd == "export":

@@ -28,7 +28,8 @@ def test_every_rank_gets_every_argument_of_the_step(tmp_path):
     given = {
         "prepared_dir": tmp_path / "prep", "registry_json": tmp_path / "reg.json", "model_out": tmp_path / "m",
         "history_out": tmp_path / "h.csv", "latent_out": tmp_path / "l.npy", "model_class": "linear_scvi",
-        "checkpoint_dir": tmp_path / "ck", "model_params": {"n_latent": 3}, "train_params": {"plan": {"lr": 0.01}},
+        "checkpoint_dir": tmp_path / "ck", "checkpoint_store": "s3://lab/run/checkpoints",
+        "model_params": {"n_latent": 3}, "train_params": {"plan": {"lr": 0.01}},
         "seed": 7, "accelerator": "cpu", "checkpoint_every_seconds": 12.5, "devices": 2, "nodes": 1,
     }
     params = set(inspect.signature(train).parameters) - NOT_FORWARDED

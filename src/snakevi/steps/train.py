@@ -34,6 +34,7 @@ def train(
     latent_out: str | os.PathLike | None = None,
     model_class: str = "scvi",
     checkpoint_dir: str | os.PathLike | None = None,
+    checkpoint_store: str | None = None,
     model_params: dict | None = None,
     train_params: dict | None = None,
     seed: int = 0,
@@ -69,6 +70,12 @@ def train(
         phase's rows, told apart by its ``phase`` column.
     checkpoint_dir
         Where checkpoints go (default: ``checkpoints/`` beside ``model_out``); not an output.
+    checkpoint_store
+        An ``s3://bucket/prefix`` where the checkpoint folder is mirrored (the workflow gives
+        one under its default storage): on a node without a checkpoint the stored one is
+        resumed from, and each new checkpoint is uploaded in the background
+        (:mod:`snakevi.train.checkpoint_mirror`), so a job killed with its node (a spot
+        reclaim) resumes on another. None: the folder stays on this machine.
     model_params
         The model class's constructor parameters (``n_latent``, ``n_hidden``, ``gene_likelihood``, ...).
     train_params
@@ -141,6 +148,7 @@ def train(
     from snakevi._digest import fingerprint
     from snakevi.train import recipe
     from snakevi.train.callbacks.nan_guard import NonFiniteLossError
+    from snakevi.train.checkpoint_store import CheckpointStoreError
 
     if threads:
         torch.set_num_threads(int(threads))
@@ -153,6 +161,7 @@ def train(
     run_fp = fingerprint(*parts)
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else Path(model_out).parent / "checkpoints"
     phases = cls.training_phases(data, seed=int(seed), model_params=model_params, train_params=train_params)
+    mirror = _checkpoint_mirror(ckpt_dir, checkpoint_store)
 
     def finish(model, history_rows):
         model.save(model_out, overwrite=True)
@@ -171,10 +180,25 @@ def train(
             stamp={"model_params": model_params, "train_params": train_params, "seed": int(seed)},
             finish=finish, split=split, batch_size=int(spec["loader"]["batch_size"]), seed=int(seed),
             accelerator=accelerator, enable_progress_bar=enable_progress_bar,
-            checkpoint_every_seconds=checkpoint_every_seconds,
+            checkpoint_every_seconds=checkpoint_every_seconds, mirror=mirror,
         )
-    except (NonFiniteLossError, ModelParameterError) as err:
+    except (NonFiniteLossError, ModelParameterError, CheckpointStoreError) as err:
         raise StepError(str(err)) from err
+
+
+def _checkpoint_mirror(ckpt_dir: Path, checkpoint_store: str | None):
+    """The object-store mirror of the checkpoint folder, or None (no store, or one snakevi cannot use)."""
+    from snakevi.train.checkpoint_mirror import CheckpointMirror
+    from snakevi.train.checkpoint_store import is_store_url, open_store
+
+    if not is_store_url(checkpoint_store):
+        return None
+    try:
+        store = open_store(checkpoint_store)
+    except ValueError as err:
+        log.warning("%s", err)
+        return None
+    return CheckpointMirror(ckpt_dir, store)
 
 
 def _processes(devices: int | None, nodes: int) -> int | None:
@@ -213,4 +237,6 @@ def _rank_arguments(args: dict) -> list[str]:
         argv += ["--latent", path(args["latent_out"])]
     if args["checkpoint_dir"] is not None:
         argv += ["--checkpoint-dir", path(args["checkpoint_dir"])]
+    if args["checkpoint_store"] is not None:
+        argv += ["--checkpoint-store", str(args["checkpoint_store"])]
     return argv

@@ -190,6 +190,7 @@ def run(
     accelerator: str = "auto",
     enable_progress_bar: bool = False,
     checkpoint_every_seconds: float | None = None,
+    mirror=None,
 ):
     """Train ``phases`` one after the other with checkpoints, resume and the signal stop.
 
@@ -216,6 +217,11 @@ def run(
         Write ``last.ckpt`` after an epoch only when this many seconds have passed since the
         previous one (``None`` or 0: after every epoch); the last epoch, and the epoch a signal
         stops, are always written.
+    mirror
+        A :class:`snakevi.train.checkpoint_mirror.CheckpointMirror` of the folder in an object
+        store (a cloud node's disk is lost with the node), or None: pulled before resuming when
+        the folder has no checkpoint, given every checkpoint, and closed (its last upload
+        waited for) before this returns or raises. Used by rank 0 only.
 
     Returns
     -------
@@ -241,7 +247,16 @@ def run(
         # One trainer per checkpoint folder, from before it is looked at (resumed from or moved
         # aside) until the outputs are written: a second one stops here, naming the first.
         with hold_checkpoint_folder(ckpt_dir) if group.is_main else contextlib.nullcontext():
-            return _run_phases(group, phases, ckpt_dir, run_fingerprint, stamp, finish, fit)
+            mirror = mirror if group.is_main else None
+            if mirror is None:
+                return _run_phases(group, phases, ckpt_dir, run_fingerprint, stamp, finish, fit)
+            mirror.pull()
+            try:
+                return _run_phases(group, phases, ckpt_dir, run_fingerprint, stamp, finish,
+                                   {**fit, "after_save": mirror.snapshot})
+            finally:
+                # After a SIGTERM stop too: the node may be gone soon, the checkpoint must be stored first.
+                mirror.close()
 
 
 def _run_phases(group, phases, ckpt_dir: Path, run_fingerprint: str, stamp: dict, finish, fit: dict):
@@ -327,12 +342,16 @@ def history_csv(rows: list[dict]) -> str:
 
 
 def _fit(model, phase: Phase, ckpt_dir: Path, ckpt_path: Path | None, *, split, batch_size, seed, accelerator,
-         enable_progress_bar, checkpoint_every_seconds):
+         enable_progress_bar, checkpoint_every_seconds, after_save=None):
     """Train ``model`` for ``phase`` with checkpoints and the signal handler; ``(model, stopper)``."""
     from snakevi.train.callbacks import CSVLogger, ModelCheckpoint
 
+    def saved(epoch: int) -> None:
+        after_save(phase=phase.name, epochs=epoch + 1)
+
     checkpoint = ModelCheckpoint(str(ckpt_dir), save_last=True, save_best=False,
-                                 every_n_seconds=checkpoint_every_seconds)
+                                 every_n_seconds=checkpoint_every_seconds,
+                                 after_save=None if after_save is None else saved)
     stopper = _StopOnSignal(checkpoint)
     previous = {}
     for sig in (signal.SIGTERM, signal.SIGINT):

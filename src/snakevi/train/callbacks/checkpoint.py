@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from snakevi.train.callbacks.tracker import MonitorCallback
 from snakevi.train.checkpoint_io import write_checkpoint
@@ -39,6 +39,9 @@ class ModelCheckpoint(MonitorCallback):
         filesystem. At most this much training is lost to a hard kill; the last epoch is
         always saved at the end of the fit, and :meth:`save_now` saves at once (the workflow's
         signal handler uses it before stopping). ``None`` saves after every considered epoch.
+    after_save
+        Called as ``after_save(epoch)`` on the main process once the epoch's files are written
+        (the training recipe hands the folder to its object-store mirror here).
     """
 
     runs_last = True
@@ -52,6 +55,7 @@ class ModelCheckpoint(MonitorCallback):
         save_best: bool = True,
         every_n_epochs: int = 1,
         every_n_seconds: float | None = None,
+        after_save: Callable[[int], None] | None = None,
     ) -> None:
         super().__init__(monitor, mode)
         if every_n_epochs < 1:
@@ -63,6 +67,7 @@ class ModelCheckpoint(MonitorCallback):
         self.save_best = save_best
         self.every_n_epochs = every_n_epochs
         self.every_n_seconds = every_n_seconds
+        self.after_save = after_save
         self._last_save_time = time.monotonic()
         self.best_model_path: str | None = None
         self.last_model_path: str | None = None
@@ -111,6 +116,7 @@ class ModelCheckpoint(MonitorCallback):
                 write_checkpoint(state, self.best_model_path)
             if self.save_last:
                 write_checkpoint(state, self.last_model_path)
+            self._saved(epoch)
         self._last_save_time = time.monotonic()
 
     def on_fit_end(self, trainer, plan) -> None:
@@ -122,6 +128,11 @@ class ModelCheckpoint(MonitorCallback):
             state = trainer.checkpoint_state()
             if getattr(trainer, "is_main", True):
                 write_checkpoint(state, self.last_model_path)
+                self._saved(self._last_saved_epoch)
+
+    def _saved(self, epoch: int) -> None:
+        if self.after_save is not None:
+            self.after_save(epoch)
 
     def state_dict(self) -> dict[str, Any]:
         # Paths are not saved: they follow this callback's dirpath, so a moved folder still resumes.

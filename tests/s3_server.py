@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from botocore.exceptions import ClientError
 
 ACCESS_KEY, SECRET_KEY = "snakevi-test-key", "snakevi-test-secret"
 
@@ -44,12 +47,18 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def s3_server(log: Path):
-    """Start ``moto_server`` on 127.0.0.1 (a free port); yield an :class:`S3Server`; stop it."""
+def s3_server(log: Path, *, check_credentials: bool = False):
+    """Start ``moto_server`` on 127.0.0.1 (a free port); yield an :class:`S3Server`; stop it.
+
+    ``check_credentials``: the server refuses every key it has not issued (moto's IAM check from
+    the first request), ours included: a server for the wrong-credentials case.
+    """
     port = free_port()
     exe = Path(sys.executable).with_name("moto_server")
+    env = {**os.environ, **({"INITIAL_NO_AUTH_ACTION_COUNT": "0"} if check_credentials else {})}
     with open(log, "w") as out:
-        proc = subprocess.Popen([str(exe), "-H", "127.0.0.1", "-p", str(port)], stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([str(exe), "-H", "127.0.0.1", "-p", str(port)], stdout=out, stderr=subprocess.STDOUT,
+                                env=env)
     server = S3Server(f"http://127.0.0.1:{port}")
     try:
         deadline = time.monotonic() + 30
@@ -57,6 +66,8 @@ def s3_server(log: Path):
             try:
                 server.client().list_buckets()
                 break
+            except ClientError:
+                break  # it answers (refusing our key)
             except Exception:
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"moto_server did not start on port {port}: {log.read_text()[-2000:]}")
