@@ -14,6 +14,7 @@ with step_logging(sm.log[0], step=f"train {sm.wildcards.run}", ends_process=True
         latent_out=sm.output.latent,
         model_class=sm.params.model_class,
         checkpoint_dir=sm.params.checkpoint_dir,
+        checkpoint_store=sm.params.checkpoint_store,
         model_params=sm.params.model,
         train_params=sm.params.train,
         checkpoint_every_seconds=sm.params.checkpoint_every_seconds,

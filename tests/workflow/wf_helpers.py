@@ -15,17 +15,27 @@ SNAKEFILE = REPO / "Snakefile"
 SCENARIOS = REPO / ".test"
 
 
+def snakemake_command(workdir: Path, *args: str, snakefile: Path = SNAKEFILE, env: dict[str, str] | None = None,
+                      directory: bool = True) -> tuple[list[str], dict[str, str]]:
+    """The command line and environment of ``snakemake -s SNAKEFILE -d workdir ARGS`` (see :func:`snakemake`).
+
+    ``directory=False`` leaves ``-d`` out (run it from ``workdir``): with no shared filesystem
+    Snakemake hands ``-d`` on to every remote job, which would then work in ``workdir`` too.
+    """
+    exe = Path(sys.executable).with_name("snakemake")
+    cmd = [str(exe), "-s", str(snakefile), *(["-d", str(workdir)] if directory else []), *args]
+    # Cluster jobs find this environment's python and snakemake on PATH.
+    path = f"{exe.parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    return cmd, {**os.environ, "PATH": path, "PYTHONWARNINGS": "ignore::DeprecationWarning", **(env or {})}
+
+
 def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 600, snakefile: Path = SNAKEFILE,
               env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run ``snakemake -s SNAKEFILE -d workdir ARGS`` with this Python's environment (plus ``env``).
 
     The command runs from ``workdir``, so relative paths in ARGS are relative to it.
     """
-    exe = Path(sys.executable).with_name("snakemake")
-    cmd = [str(exe), "-s", str(snakefile), "-d", str(workdir), *args]
-    # Cluster jobs find this environment's python and snakemake on PATH.
-    path = f"{exe.parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    env = {**os.environ, "PATH": path, "PYTHONWARNINGS": "ignore::DeprecationWarning", **(env or {})}
+    cmd, env = snakemake_command(workdir, *args, snakefile=snakefile, env=env)
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=workdir)
     if check and proc.returncode != 0:
         raise AssertionError(

@@ -141,6 +141,18 @@ STORAGE_PLUGINS = {
 }
 
 
+def config_inputs():
+    """``(config key, path or URL)`` of every file the config names as an input."""
+    entries = [(f"runs.{n}.dataset", r["dataset"]) for n, r in config["runs"].items()]
+    for name, query in config["queries"].items():
+        entries.append((f"queries.{name}.dataset", query["dataset"]))
+        if "reference_model" in query:
+            entries.append(
+                (f"queries.{name}.reference_model", query["reference_model"])
+            )
+    return entries
+
+
 def refuse_urls_without_their_plugin():
     """A dataset or reference model given as a URL needs the storage plugin of its scheme.
 
@@ -149,14 +161,7 @@ def refuse_urls_without_their_plugin():
     """
     import importlib.util
 
-    entries = [(f"runs.{n}.dataset", r["dataset"]) for n, r in config["runs"].items()]
-    for name, query in config["queries"].items():
-        entries.append((f"queries.{name}.dataset", query["dataset"]))
-        if "reference_model" in query:
-            entries.append(
-                (f"queries.{name}.reference_model", query["reference_model"])
-            )
-    for where, value in entries:
+    for where, value in config_inputs():
         if not is_url(value):
             continue
         scheme = value.split("://", 1)[0].lower()

@@ -1,5 +1,6 @@
 # Train scVI. Checkpoints go to results/{run}/checkpoints/, which is not an output: Snakemake
-# deletes the outputs of a failed job, and the checkpoint must survive to resume from.
+# deletes the outputs of a failed job, and the checkpoint must survive to resume from. Under a
+# default storage provider they are also mirrored to <prefix>/results/{run}/checkpoints/.
 rule train:
     input:
         prepared="results/{run}/prepared",
@@ -20,6 +21,8 @@ rule train:
         mem_mb=run_mem_mb,
         runtime=run_runtime,
         gpu=run_gpu,
+        # The same GPUs under the name snakemake-executor-plugin-googlebatch reads (accelerators).
+        nvidia_gpu=run_gpu,
         # Several processes (train.devices/nodes) on SLURM: one task each, srun inside the job.
         tasks=multi_process(train_processes),
         nodes=multi_process(train_nodes),
@@ -34,6 +37,9 @@ rule train:
         accelerator=run_accelerator,
         # Beside the outputs (so under a module's prefix too), but not an output itself.
         checkpoint_dir=lambda wildcards, output: checkpoint_dir(output),
+        # With the outputs in object storage: the checkpoints mirrored there too (a cloud node's
+        # disk goes with the node), so a preempted job resumes on the next one.
+        checkpoint_store=checkpoint_store,
         # Changes no result, so it must not rerun the job (see checkpoint_seconds).
         checkpoint_every_seconds=checkpoint_seconds,
         # A change of the number of processes reruns the job (other random streams per rank).
