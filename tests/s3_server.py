@@ -1,4 +1,4 @@
-"""A real S3 endpoint on the loopback for the tests: moto's server on a free port, stopped at the end."""
+"""Real servers on the loopback for the tests (moto's S3 and others): a free port each, stopped at the end."""
 
 from __future__ import annotations
 
@@ -47,6 +47,34 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
+def loopback_server(cmd: list[str], log: Path, answers, *, env: dict | None = None):
+    """Start the server ``cmd`` (output to ``log``), wait up to 30 s until ``answers()``; stop it after the block.
+
+    ``answers()`` returns whether the server answers (raising counts as not yet).
+    """
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if answers():
+                    break
+            except Exception:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{Path(cmd[0]).name} did not start: {log.read_text()[-2000:]}")
+            time.sleep(0.2)
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@contextlib.contextmanager
 def s3_server(log: Path, *, check_credentials: bool = False):
     """Start ``moto_server`` on 127.0.0.1 (a free port); yield an :class:`S3Server`; stop it.
 
@@ -56,26 +84,14 @@ def s3_server(log: Path, *, check_credentials: bool = False):
     port = free_port()
     exe = Path(sys.executable).with_name("moto_server")
     env = {**os.environ, **({"INITIAL_NO_AUTH_ACTION_COUNT": "0"} if check_credentials else {})}
-    with open(log, "w") as out:
-        proc = subprocess.Popen([str(exe), "-H", "127.0.0.1", "-p", str(port)], stdout=out, stderr=subprocess.STDOUT,
-                                env=env)
     server = S3Server(f"http://127.0.0.1:{port}")
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                server.client().list_buckets()
-                break
-            except ClientError:
-                break  # it answers (refusing our key)
-            except Exception:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"moto_server did not start on port {port}: {log.read_text()[-2000:]}")
-                time.sleep(0.2)
-        yield server
-    finally:
-        proc.terminate()
+
+    def answers() -> bool:
         try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+            server.client().list_buckets()
+        except ClientError:
+            pass  # it answers (refusing our key)
+        return True
+
+    with loopback_server([str(exe), "-H", "127.0.0.1", "-p", str(port)], log, answers, env=env):
+        yield server

@@ -174,8 +174,8 @@ def test_a_train_job_killed_with_its_node_resumes_from_the_stored_checkpoint_on_
 
 
 @pytest.mark.parametrize(("url", "words"), [
-    ("gs://lab/pbmc.h5ad", "read through Snakemake's storage plugin snakemake-storage-plugin-gcs, which is not "
-                           "installed: pip install snakemake-storage-plugin-gcs"),
+    ("az://lab/pbmc.h5ad", "read through Snakemake's storage plugin snakemake-storage-plugin-azure, which is not "
+                           "installed: pip install snakemake-storage-plugin-azure"),
     ("sftp://lab/pbmc.h5ad", "is a URL of scheme 'sftp', which no Snakemake storage plugin snakevi knows reads"),
 ])
 def test_a_dataset_url_without_its_storage_plugin_is_refused_before_any_job(tmp_path, url, words):

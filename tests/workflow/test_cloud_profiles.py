@@ -24,7 +24,7 @@ CASES = {
     "kubernetes": ([], {"gpu": "1", "nvidia_gpu": "1", "gpu_manufacturer": None}),
     "googlebatch": (["--googlebatch-project", "my-project"], {"gpu": "1", "nvidia_gpu": "1",
                                                                "googlebatch_memory": "15000"}),
-    "aws-batch": (["--aws-batch-job-queue", "q", "--aws-batch-job-role", "arn:aws:iam::1:role/r"], {"gpu": "1"}),
+    "aws-batch": (["--aws-batch-job-queue", "q", "--aws-batch-job-role", "arn:aws:iam::1:role/r"], {"gpu": "1", "_gpus": "1"}),
 }
 
 

@@ -190,3 +190,41 @@ def check_s3_before_any_job():
 
 
 check_s3_before_any_job()
+
+
+def check_http_before_any_job():
+    """An ``http(s)://`` input of the config that cannot be fetched stops the workflow before any job.
+
+    One HEAD request each (snakemake-storage-plugin-http asks the same first): a server that
+    does not answer, or an answer other than success, is named with the config key and the
+    fix. In the main process only.
+    """
+    import urllib.error
+    import urllib.request
+
+    if not workflow.is_main_process:
+        return
+    for where, url in config_inputs():
+        if not re.match(r"^https?://", str(url), re.IGNORECASE):
+            continue
+        head = (
+            f"HTTP storage (snakemake-storage-plugin-http): {url} (config key {where})"
+        )
+        try:
+            with urllib.request.urlopen(
+                urllib.request.Request(url, method="HEAD"), timeout=30
+            ):
+                pass
+        except urllib.error.HTTPError as err:
+            raise WorkflowError(
+                f"{head}: the server answered {err.code} {err.reason}. Fix the URL (or the server's "
+                "access rules), or copy the file where the workflow can read it."
+            ) from None
+        except (urllib.error.URLError, OSError) as err:
+            reason = getattr(err, "reason", err)
+            raise WorkflowError(
+                f"{head} cannot be reached ({reason}). Check the host and port, and the network to it."
+            ) from None
+
+
+check_http_before_any_job()

@@ -21,8 +21,10 @@ rule train:
         mem_mb=run_mem_mb,
         runtime=run_runtime,
         gpu=run_gpu,
-        # The same GPUs under the name snakemake-executor-plugin-googlebatch reads (accelerators).
+        # The same GPUs under the names snakemake-executor-plugin-googlebatch (accelerators) and
+        # snakemake-executor-plugin-aws-batch (the job's GPU resource requirement) read.
         nvidia_gpu=run_gpu,
+        _gpus=run_gpu,
         # Several processes (train.devices/nodes) on SLURM: one task each, srun inside the job.
         tasks=multi_process(train_processes),
         nodes=multi_process(train_nodes),

@@ -21,6 +21,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -176,14 +177,15 @@ class CheckpointMirror:
         started = time.perf_counter()
         files, sent = {}, 0
         for name, fh in snap["files"].items():
-            sha, size = _sha256_file(fh)
-            known = self._stored.get(name)
-            if known is not None and known["sha256"] == sha:
-                files[name] = known
-                continue
-            key = f"files/{name}.{sha[:16]}"
-            fh.seek(0)
-            self.store.upload(fh, key)
+            # One read of the file: the bytes sent are the bytes hashed, even if a writer changed
+            # the file in place meanwhile (snakevi's own writers replace files, never rewrite them).
+            with _copy_of(fh) as (copy, sha, size):
+                known = self._stored.get(name)
+                if known is not None and known["sha256"] == sha:
+                    files[name] = known
+                    continue
+                key = f"files/{name}.{sha[:16]}"
+                self.store.upload(copy, key)
             files[name] = {"key": key, "sha256": sha, "size": size}
             sent += size
         self.store.write_manifest({**snap["info"], "files": files})
@@ -204,6 +206,20 @@ def _sha256_file(fh) -> tuple[str, int]:
         digest.update(block)
         size += len(block)
     return digest.hexdigest(), size
+
+
+@contextlib.contextmanager
+def _copy_of(fh):
+    """``(copy, sha256, size)`` of the open file ``fh``: a temporary copy (in memory up to 64 MB)."""
+    fh.seek(0)
+    digest, size = hashlib.sha256(), 0
+    with tempfile.SpooledTemporaryFile(max_size=64 << 20) as copy:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+            copy.write(block)
+            size += len(block)
+        copy.seek(0)
+        yield copy, digest.hexdigest(), size
 
 
 def _sha256_path(path) -> str:
