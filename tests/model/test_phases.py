@@ -58,6 +58,7 @@ def test_the_schema_and_the_library_agree():
     train = run["train"]["properties"]
     assert set(train["plan"]["properties"]) <= plan_arguments()
     assert set(train["scanvi"]["properties"]) == set(SCANVI.phase_sections["scanvi"])
-    # The step's own options (how often to checkpoint; how many processes and how they start).
-    top = set(train) - {"plan", "scanvi", "checkpoint_every_seconds", "devices", "nodes", "launcher"}
+    # The step's own options (how often to checkpoint; how many processes and how they start; the
+    # trackers, handed over beside the section).
+    top = set(train) - {"plan", "scanvi", "checkpoint_every_seconds", "devices", "nodes", "launcher", "logger"}
     assert top <= top_level_keys(SCVI) and top <= top_level_keys(LinearSCVI)

@@ -136,7 +136,8 @@ def fit_on_cells(batch_size: int, max_epochs: int, *, devices="auto", noise: boo
                  n_train: int = 80, early_stopping: dict | None = None, checkpoint_dir: str | None = None,
                  ckpt_path: str | None = None, raise_at: tuple[int, int] | None = None, lr: float = 1e-2,
                  seed: int = 0, plan: str = "plain", n_samples_per_label: int | None = None,
-                 n_cells: int = N_CELLS, plan_kwargs: dict | None = None, callbacks: list | None = None) -> dict:
+                 n_cells: int = N_CELLS, plan_kwargs: dict | None = None, callbacks: list | None = None,
+                 logger=None) -> dict:
     """Train a toy module with plan ``plan``; return history, weights (the plan's auxiliary modules'
     too, prefixed ``aux{i}.``), and every rank's history, stop epoch and weights."""
     data = cells(n_cells)
@@ -154,7 +155,8 @@ def fit_on_cells(batch_size: int, max_epochs: int, *, devices="auto", noise: boo
     if raise_at:
         callbacks.append(RaiseAt(*raise_at))
     trainer = Trainer(max_epochs=max_epochs, accelerator="cpu", devices=devices, enable_progress_bar=False,
-                      check_val_every_n_epoch=1, callbacks=callbacks, seed=seed)
+                      check_val_every_n_epoch=1, callbacks=callbacks, seed=seed, logger=logger, log_every_n_steps=1)
+    trainer.tracking = {"run_name": "ddp", "run_key": "ddp-key"}
     trainer.fit(plan, train, val, ckpt_path=ckpt_path)
     weights = {k: v.clone() for k, v in module.state_dict().items()}
     for i, aux in enumerate(getattr(plan, "auxiliary_modules", ())):

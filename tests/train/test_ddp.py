@@ -91,6 +91,25 @@ def test_resume_under_ddp_is_bit_identical_to_an_uninterrupted_run(tmp_path):
         fit_on_cells(**common, max_epochs=4, ckpt_path=str(tmp_path / "b" / "last.ckpt"))
 
 
+def test_only_rank_zero_logs_to_the_trackers(tmp_path):
+    pytest.importorskip("mlflow", reason="the tracking extras (envs/requirements-dev.txt) are not installed")
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    logger = [{"type": "mlflow", "tracking_uri": uri}, {"type": "tensorboard", "save_dir": str(tmp_path / "tb")}]
+    two = spawn(fit_kwargs, 2, ({"batch_size": 8, "max_epochs": 2, "logger": logger},), threads=1)
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("snakevi").experiment_id])
+    assert len(runs) == 1
+    assert sorted(int(m.step) for m in client.get_metric_history(runs[0].info.run_id, "elbo_train")) == [0, 1]
+    assert sorted(int(m.step) for m in client.get_metric_history(runs[0].info.run_id, "train_loss_step")) == \
+        list(range(1, 11))  # 5 steps per epoch, each logged once
+    assert [float(m.value) for m in sorted(client.get_metric_history(runs[0].info.run_id, "elbo_train"),
+                                          key=lambda m: m.step)] == pytest.approx(
+        [row["elbo_train"] for row in two["history"]])
+    assert len(list((tmp_path / "tb" / "ddp").glob("events.out.tfevents.*"))) == 1
+
+
 def test_a_rank_that_raises_ends_the_run_with_its_error_and_no_rank_hangs():
     # Rank 1 fails at epoch 2 while rank 0 waits in a collective: spawn stops rank 0 and raises.
     code = textwrap.dedent("""

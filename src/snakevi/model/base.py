@@ -166,6 +166,14 @@ class BaseModelClass(TrainingDeclaration):
         enable_progress_bar: bool = True,
         ckpt_path: str | os.PathLike | None = None,
         datasplitter_kwargs: dict | None = None,
+        precision: str | int = "32",
+        accumulate_grad_batches: int = 1,
+        max_steps: int | None = None,
+        limit_train_batches: int | float | None = None,
+        limit_val_batches: int | float | None = None,
+        log_every_n_steps: int = 50,
+        logger=None,
+        tracking: dict | None = None,
     ) -> BaseModelClass:
         """Train the model.
 
@@ -221,6 +229,15 @@ class BaseModelClass(TrainingDeclaration):
             exactly where it stopped.
         datasplitter_kwargs
             Further arguments of the model's data splitter (e.g. ``drop_last``).
+        precision, accumulate_grad_batches, max_steps, limit_train_batches, limit_val_batches
+            As Lightning's (scvi-tools passes them on to it): see :class:`~snakevi.train.Trainer`.
+        logger, log_every_n_steps
+            Experiment trackers (``"tensorboard"``, ``"mlflow"``, a mapping with ``type``, or
+            :class:`~snakevi.train.loggers.Logger` objects) and how often they get the step
+            loss. They record the history, and the model, plan, trainer, seed and data
+            (registry fingerprint) as hyperparameters.
+        tracking
+            ``{"run_name", "run_key", "tags"}`` for the trackers (see ``Trainer.tracking``).
 
         Returns
         -------
@@ -286,7 +303,17 @@ class BaseModelClass(TrainingDeclaration):
             enable_progress_bar=enable_progress_bar,
             seed=seed,
             deterministic=deterministic,
+            precision=precision,
+            accumulate_grad_batches=accumulate_grad_batches,
+            max_steps=max_steps,
+            limit_train_batches=limit_train_batches,
+            limit_val_batches=limit_val_batches,
+            logger=logger,
+            log_every_n_steps=log_every_n_steps,
         )
+        if trainer.loggers:
+            trainer.hparams.update(self._tracked_hparams(plan_kwargs, seed, batch_size))
+            trainer.tracking = dict(tracking or {})
         on_device = resolve_data_on_device(data_on_device, data, trainer.device)
         train_loader, val_loader = self._make_loaders(splitter, on_device, trainer.device)
         self.module.train()
@@ -305,6 +332,19 @@ class BaseModelClass(TrainingDeclaration):
         self.history_records = rows
         self.is_trained = True
         return self
+
+    def _tracked_hparams(self, plan_kwargs: dict, seed, batch_size: int) -> dict:
+        """What experiment trackers record of this model's training besides the trainer's settings."""
+        from snakevi._digest import fingerprint
+
+        return {
+            "model": {"class": type(self).__name__, **{k: v for k, v in self.init_params.items() if k != "seed"}},
+            "plan": dict(plan_kwargs),
+            "seed": seed,
+            "batch_size": batch_size,
+            "data": {**{k: v for k, v in self.summary.items() if isinstance(v, (int, float, str))},
+                     "registry_fingerprint": fingerprint(self.registry)},
+        }
 
     # ---- training hooks (subclasses override what differs) --------------------------------
     def _default_max_epochs(self, n_obs: int) -> int:

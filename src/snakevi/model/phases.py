@@ -58,6 +58,9 @@ PLAN_SECTION = "plan"
 RECIPE_ARGUMENTS = frozenset({
     "external_indexing", "batch_size", "seed", "accelerator", "plan_kwargs", "callbacks", "enable_progress_bar",
     "ckpt_path", "train_size", "validation_size", "shuffle_set_split", "datasplitter_kwargs",
+    # The trackers change no result: the workflow hands them over beside the train section
+    # (train.logger), so they stay out of the run fingerprint.
+    "logger", "tracking",
 })
 #: Config names of ``train()`` arguments, where they differ (the config keeps its short name).
 CONFIG_NAMES = {"adversarial_classifier": "adversarial"}

@@ -191,6 +191,9 @@ def run(
     enable_progress_bar: bool = False,
     checkpoint_every_seconds: float | None = None,
     mirror=None,
+    logger=None,
+    tracking: dict | None = None,
+    log_every_n_steps: int | None = None,
 ):
     """Train ``phases`` one after the other with checkpoints, resume and the signal stop.
 
@@ -222,6 +225,12 @@ def run(
         store (a cloud node's disk is lost with the node), or None: pulled before resuming when
         the folder has no checkpoint, given every checkpoint, and closed (its last upload
         waited for) before this returns or raises. Used by rank 0 only.
+    logger, tracking
+        Experiment trackers for every phase (``train(logger=...)``) and where their run is
+        (``{"run_name", "run_key", "tags"}``): all phases log to one tracked run, a later
+        phase's epochs and steps numbered on after the earlier ones'.
+    log_every_n_steps
+        How often the trackers get the step loss (``None``: ``train()``'s default).
 
     Returns
     -------
@@ -240,7 +249,8 @@ def run(
 
     ckpt_dir = Path(checkpoint_dir)
     fit = dict(split=split, batch_size=int(batch_size), seed=int(seed), accelerator=accelerator,
-               enable_progress_bar=enable_progress_bar, checkpoint_every_seconds=checkpoint_every_seconds)
+               enable_progress_bar=enable_progress_bar, checkpoint_every_seconds=checkpoint_every_seconds,
+               logger=logger, tracking=dict(tracking or {}), log_every_n_steps=log_every_n_steps)
     # Under a launcher (torchrun, srun) every rank runs this; rank 0 alone locks the folder, decides
     # what to resume from and writes, and the other ranks follow its decisions.
     with launched_process_group(accelerator) as group:
@@ -275,15 +285,18 @@ def _run_phases(group, phases, ckpt_dir: Path, run_fingerprint: str, stamp: dict
             # Inside the try: a full disk refusing the fingerprint leaves no empty folder behind either.
             ckpt_dir.mkdir(parents=True, exist_ok=True)
             _write_json(ckpt_dir / FINGERPRINT_FILE, {"fingerprint": run_fingerprint, **stamp})
-        model, rows, stopper = None, [], None
+        model, rows, stopper, steps = None, [], None, 0
         for i, phase in enumerate(phases):
             phase_dir, phase_ckpt = ckpt_dir, ckpt_path
             if i > 0:
                 phase_dir = ckpt_dir / phase.name
                 phase_ckpt = _later_phase_folder(phase_dir, run_fingerprint, phase.name) if main else None
                 phase_ckpt = from_rank_zero(group, phase_ckpt)
-            model, stopper = _fit(phase.build(model), phase, phase_dir, phase_ckpt, **fit)
+            offsets = {"epoch_offset": len(rows), "step_offset": steps}
+            model, stopper = _fit(phase.build(model), phase, phase_dir, phase_ckpt,
+                                  **{**fit, "tracking": {**fit["tracking"], **offsets}})
             rows += phase_history(model, phase.name if len(phases) > 1 else None)
+            steps += getattr(getattr(model, "trainer", None), "global_step", 0)
             if stopper.signal_name is not None:
                 break
     except BaseException as err:
@@ -342,7 +355,8 @@ def history_csv(rows: list[dict]) -> str:
 
 
 def _fit(model, phase: Phase, ckpt_dir: Path, ckpt_path: Path | None, *, split, batch_size, seed, accelerator,
-         enable_progress_bar, checkpoint_every_seconds, after_save=None):
+         enable_progress_bar, checkpoint_every_seconds, logger=None, tracking=None, log_every_n_steps=None,
+         after_save=None):
     """Train ``model`` for ``phase`` with checkpoints and the signal handler; ``(model, stopper)``."""
     from snakevi.train.callbacks import CSVLogger, ModelCheckpoint
 
@@ -375,6 +389,9 @@ def _fit(model, phase: Phase, ckpt_dir: Path, ckpt_path: Path | None, *, split, 
             ],
             enable_progress_bar=enable_progress_bar,
             ckpt_path=None if ckpt_path is None else str(ckpt_path),
+            logger=logger,
+            tracking=tracking,
+            **({} if log_every_n_steps is None else {"log_every_n_steps": int(log_every_n_steps)}),
             **phase.train_kwargs,
         )
     finally:

@@ -30,6 +30,8 @@ def restore_fit_state(trainer, path, plan) -> None:
         ) from exc
     if trainer.scheduler is not None:
         trainer.scheduler.load_state_dict(ckpt["scheduler"])
+    if getattr(trainer, "scaler", None) is not None and ckpt.get("grad_scaler"):
+        trainer.scaler.load_state_dict(ckpt["grad_scaler"])
     plan_state = ckpt.get("plan") or {}
     if hasattr(plan, "load_state_dict"):
         try:
