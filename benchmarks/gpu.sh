@@ -13,7 +13,8 @@
 # itself comes from src/ (PYTHONPATH), not installed.
 #
 # Environment: PYTHON (default python3), SCVI_PYTHON (interpreter for scvi-tools; default
-# PYTHON), GPU_WHEELS (default .gpu-wheels), GPU_BENCH_EPOCHS (default 5), GPU_BENCH_OUT
+# PYTHON), GPU_WHEELS (default .gpu-wheels), GPU_BENCH_EPOCHS (default 5), GPU_BENCH_PRECISION
+# (default 1: also run benchmarks/precision.py, float32 vs bf16-mixed vs 16-mixed), GPU_BENCH_OUT
 # (folder for results.jsonl, e.g. the device tool's $OUT; default the temporary work folder,
 # which holds the installed wheels and the simulated data).
 set -euo pipefail
@@ -101,3 +102,14 @@ echo "== scvi-tools"
     || echo "scvi-tools run failed (exit $?); its rows are missing from the table"
 echo "== summary"
 "$PY" benchmarks/gpu_bench.py report --results "$RESULTS"
+# Mixed precision (issue 23): float32 vs bf16-mixed vs 16-mixed, cells/s and final ELBO, in one run.
+if [[ "${GPU_BENCH_PRECISION:-1}" == 1 ]]; then
+    echo "== precision"
+    if [[ "${GPU_BENCH_SMOKE:-0}" == 1 ]]; then
+        PREC=(--accelerator cpu --cells 2000 --genes 200 --epochs 2 --repeats 1)
+    else
+        PREC=(--accelerator cuda --cells 50000 --genes 2000 --batch-size 1024 --epochs "${GPU_BENCH_EPOCHS:-5}" --repeats 1)
+    fi
+    "$PY" benchmarks/precision.py "${PREC[@]}" --data-dir "$WORK" --out-dir "$RESULTS_DIR" \
+        || echo "precision run failed (exit $?)"
+fi

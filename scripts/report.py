@@ -9,4 +9,4 @@ sm = snakemake  # noqa: F821 - injected by Snakemake
 with step_logging(sm.log[0], step=f"report {sm.wildcards.run}", ends_process=True):
     report(sm.input.history, sm.input.latent, sm.input.prepared, sm.input.registry, Path(sm.output.metrics).parent,
            run=sm.params.run, group=sm.params.group, seed=sm.params.seed,
-           latent_key=sm.params.latent_key)
+           latent_key=sm.params.latent_key, logger=sm.params.logger)

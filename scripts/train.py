@@ -24,4 +24,7 @@ with step_logging(sm.log[0], step=f"train {sm.wildcards.run}", ends_process=True
         devices=sm.params.devices,
         nodes=sm.params.nodes,
         launcher=sm.params.launcher,
+        logger=sm.params.logger,
+        log_every_n_steps=sm.params.log_every_n_steps,
+        run_name=sm.params.run_name,
     )

@@ -70,6 +70,16 @@ def _json_arg(text: str) -> dict:
     return value
 
 
+def _logger_arg(text: str):
+    """``--logger``: a tracker name (``tensorboard``), or JSON of a mapping or a list of them."""
+    if text.strip()[:1] in ("{", "["):
+        try:
+            return json.loads(text, object_pairs_hook=_unique_pairs)
+        except json.JSONDecodeError as err:
+            raise argparse.ArgumentTypeError(f"not valid JSON ({err}): {text!r}") from err
+    return text.strip().strip('"')
+
+
 #: An option left out is not passed on, so the step's own signature default applies (one place per
 #: default: change it in the library and the command follows).
 STEP_DEFAULT = argparse.SUPPRESS
@@ -163,6 +173,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--nodes", type=int, default=1, help="nodes of a SLURM allocation to train on (srun)")
     s.add_argument("--launcher", default="auto", choices=["auto", "local", "srun", "torchrun"],
                    help="how this command starts the processes of --devices N (auto: srun in a SLURM job, else local)")
+    s.add_argument("--logger", type=_logger_arg, default=None,
+                   help='experiment trackers: a name (tensorboard, mlflow) or JSON, e.g. '
+                        '\'{"type": "mlflow", "tracking_uri": "sqlite:///mlflow.db"}\' (the config\'s train.logger)')
+    s.add_argument("--run-name", default=None, help="name of the tracked run (default: the folder holding --model)")
+    s.add_argument("--log-every-n-steps", type=int, default=None,
+                   help="how often the trackers get train_loss_step (default 50; 0: never)")
 
     s = add("export", "write the embedding .h5ad (obsm latent, optional normalized layer)")
     s.add_argument("--model", required=True, help="model folder from `snakevi train`")
@@ -267,7 +283,8 @@ def _dispatch(args) -> None:
               checkpoint_dir=args.checkpoint_dir, checkpoint_store=args.checkpoint_store,
               checkpoint_every_seconds=args.checkpoint_every_seconds, model_params=args.model_params, train_params=args.train_params, seed=args.seed,
               accelerator=args.accelerator, threads=args.threads, enable_progress_bar=args.progress_bar,
-              model_class=args.model_class, devices=args.devices, nodes=args.nodes, launcher=args.launcher)
+              model_class=args.model_class, devices=args.devices, nodes=args.nodes, launcher=args.launcher,
+              logger=args.logger, run_name=args.run_name, log_every_n_steps=args.log_every_n_steps)
     elif cmd == "export":
         from snakevi.steps.export import export
 

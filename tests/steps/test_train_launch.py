@@ -31,6 +31,7 @@ def test_every_rank_gets_every_argument_of_the_step(tmp_path):
         "checkpoint_dir": tmp_path / "ck", "checkpoint_store": "s3://lab/run/checkpoints",
         "model_params": {"n_latent": 3}, "train_params": {"plan": {"lr": 0.01}},
         "seed": 7, "accelerator": "cpu", "checkpoint_every_seconds": 12.5, "devices": 2, "nodes": 1,
+        "logger": {"type": "mlflow", "tracking_uri": "sqlite:///t.db"}, "log_every_n_steps": 5, "run_name": "r",
     }
     params = set(inspect.signature(train).parameters) - NOT_FORWARDED
     assert params == set(given), "a new train() argument must reach the ranks: add it to _rank_arguments"

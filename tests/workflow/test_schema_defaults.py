@@ -29,7 +29,7 @@ from snakevi.steps.map_query import map_query
 from snakevi.steps.prepare import prepare
 from snakevi.steps.register import register
 from snakevi.steps.train import train as train_step
-from snakevi.train import SemiSupervisedTrainingPlan, TrainingPlan
+from snakevi.train import SemiSupervisedTrainingPlan, Trainer, TrainingPlan
 
 SCHEMA = yaml.safe_load((Path(__file__).parents[2] / "workflow" / "schemas" / "config.schema.yaml").read_text())
 RUN = SCHEMA["$defs"]["run"]["properties"]
@@ -50,6 +50,10 @@ TABLES = {
             "max_epochs", "early_stopping", "early_stopping_monitor", "early_stopping_patience",
             "early_stopping_min_delta", "early_stopping_warmup_epochs", "early_stopping_mode",
             "check_val_every_n_epoch", "gradient_clip_val", "learning_rate_monitor")},
+        **{name: [BaseModelClass.train, Trainer.__init__] for name in (
+            "precision", "accumulate_grad_batches", "max_steps", "limit_train_batches", "limit_val_batches",
+            "log_every_n_steps")},
+        "logger": [train_step],
         "checkpoint_every_seconds": [train_step],
         "devices": [train_step], "nodes": [train_step], "launcher": [train_step],
         "adversarial": [(SCVI.train, "adversarial_classifier")],
@@ -72,6 +76,15 @@ TABLES = {
 ON_PURPOSE = {
     ("train", "check_val_every_n_epoch"): (None, "the workflow validates every epoch so history.csv has the "
                                                 "validation metrics; the library only when something needs them"),
+}
+
+#: Keys the schema gives no default on purpose: left out, a key is not in the run's ``train``
+#: section, so not in its fingerprint, and the library's default applies. Keys added after runs
+#: existed are such: a schema default would have changed every existing run's fingerprint (and
+#: moved its checkpoints aside).
+NO_SCHEMA_DEFAULT = {
+    ("train", name) for name in ("precision", "accumulate_grad_batches", "max_steps", "limit_train_batches",
+                                 "limit_val_batches", "log_every_n_steps", "logger")
 }
 
 #: Keys that choose which rules run and feed no library argument: (section, key) -> why.
@@ -149,6 +162,9 @@ def test_schema_defaults_are_the_librarys(section):
                 expected, _why = ON_PURPOSE[(section, name)]
                 if not _same(expected, got):
                     wrong.append(f"{section}.{key}: {where} now defaults to {got!r}; ON_PURPOSE says {expected!r}")
+            elif (section, key) in NO_SCHEMA_DEFAULT:
+                if default is not inspect.Parameter.empty:
+                    wrong.append(f"{section}.{key}: NO_SCHEMA_DEFAULT, but the schema gives {default!r}")
             elif not _same(default, got):
                 wrong.append(f"{section}.{key}: schema default {default!r}, {where} default {got!r}")
     assert not unknown, f"schema keys this test does not map to a library argument: {unknown}"

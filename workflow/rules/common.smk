@@ -198,8 +198,16 @@ def run_config(wildcards):
 
 
 #: ``train`` keys that are not training parameters: how often to checkpoint and how the processes
-#: start change no result (untracked params); the number of processes has its own param.
-UNTRACKED_TRAIN_KEYS = ("checkpoint_every_seconds", "devices", "nodes", "launcher")
+#: start and the experiment trackers change no result (untracked params); the number of processes has
+#: its own param.
+UNTRACKED_TRAIN_KEYS = (
+    "checkpoint_every_seconds",
+    "devices",
+    "nodes",
+    "launcher",
+    "logger",
+    "log_every_n_steps",
+)
 
 
 def training_parameters(run):
@@ -214,6 +222,22 @@ def checkpoint_seconds(wildcards, output):
     params rerun trigger, so changing how often to checkpoint reruns no job.
     """
     return run_config(wildcards)["train"]["checkpoint_every_seconds"]
+
+
+def train_logger(wildcards, output):
+    """The run's ``train.logger`` (experiment trackers), a derived param: adding or changing a
+    tracker reruns no job (see checkpoint_seconds)."""
+    return run_config(wildcards)["train"].get("logger")
+
+
+def log_every_n_steps(wildcards, output):
+    """How often the trackers get the step loss (derived: it changes no result either)."""
+    return run_config(wildcards)["train"].get("log_every_n_steps")
+
+
+def tracked_run_name(wildcards, output):
+    """The tracked run's name: the run's (derived, so that the param's arrival reran nothing)."""
+    return wildcards.run
 
 
 def train_devices(wildcards):

@@ -57,6 +57,8 @@ rule report:
         group=lambda wildcards: GROUPS[wildcards.run],
         seed=lambda wildcards: run_config(wildcards)["seed"],
         latent_key=lambda wildcards: run_config(wildcards)["export"]["latent_key"],
+        # The figures go to the run's tracked run too (MLflow); derived, so it reruns nothing.
+        logger=train_logger,
     script:
         "../../scripts/report.py"
 

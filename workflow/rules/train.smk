@@ -48,5 +48,9 @@ rule train:
         devices=train_devices,
         nodes=train_nodes,
         launcher=train_launcher,
+        # Experiment trackers (train.logger): one tracked run per run, named after it.
+        logger=train_logger,
+        log_every_n_steps=log_every_n_steps,
+        run_name=tracked_run_name,
     script:
         "../../scripts/train.py"

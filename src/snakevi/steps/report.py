@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from snakevi.steps._io import StepError, load_scored_run, write_json_atomic, write_text_atomic
+from snakevi.steps.tracked_run import attach_report
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +160,7 @@ def report(
     latent_key: str = "X_scVI",
     group: str | None = None,
     seed: int | None = None,
+    logger=None,
 ) -> dict:
     """Write the training curves, the latent-space views and ``metrics.json`` of one run.
 
@@ -184,6 +186,9 @@ def report(
     group, seed
         Recorded in ``metrics.json`` for the summary: the run group a seed replicate belongs
         to (``None``: the run is its own group) and the run's seed.
+    logger
+        The run's experiment trackers (``train.logger``): the figures are attached to the
+        tracked run that logged this history (:func:`snakevi.steps.tracked_run.attach_report`).
 
     Returns
     -------
@@ -217,6 +222,8 @@ def report(
         "last_epoch": int(epochs[-1]) if len(epochs) else None,
     }
     write_json_atomic(out / "metrics.json", metrics)
+    attach_report(logger, history_csv, [out / name for name, *_ in _CURVES] +
+                  [out / "latent_batch.png", out / "latent_label.png", out / "metrics.json"])
     log.info("report for run %s -> %s", run, out)
     return metrics
 

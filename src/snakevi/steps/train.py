@@ -20,6 +20,7 @@ from pathlib import Path
 
 from snakevi._constants import DEFAULT_CHECKPOINT_SECONDS
 from snakevi.steps._io import StepError, write_npy_atomic, write_text_atomic
+from snakevi.steps.tracked_run import attach_outputs
 from snakevi.train.recipe import TrainingInterrupted  # noqa: F401 - the scripts and the command catch it here
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,9 @@ def train(
     devices: int | None = None,
     nodes: int = 1,
     launcher: str = "auto",
+    logger=None,
+    log_every_n_steps: int | None = None,
+    run_name: str | None = None,
 ):
     """Train a model on a prepared folder and save the model and its history.
 
@@ -107,6 +111,19 @@ def train(
         How the ranks start: ``"local"`` (processes on this machine), ``"srun"`` (inside a SLURM
         allocation; needed for ``nodes`` > 1), ``"torchrun"``, or ``"auto"`` (srun in a SLURM job,
         else local). See :mod:`snakevi.steps.train_launch`.
+    logger
+        Experiment trackers (the config's ``train.logger``: ``"tensorboard"``, ``{"type":
+        "mlflow", "tracking_uri": ...}``, or a list; see :func:`snakevi.train.loggers.make_loggers`).
+        The run is one tracked run, named ``run_name`` and found again by its run fingerprint, so
+        a resumed job continues it; on success the model folder and history.csv are attached as
+        artifacts (MLflow). TensorBoard's event files go to ``tensorboard/<run_name>/`` beside
+        the run's folder (``results/tensorboard/<run>/``) unless the logger names a ``save_dir``. Checked before any data is read:
+        a missing package or an unreachable tracking URI stops here, nothing written.
+    log_every_n_steps
+        How often the trackers get ``train_loss_step`` (``None``: ``train()``'s default, 50).
+        Given here rather than in ``train_params`` it changes no fingerprint, as the logger.
+    run_name
+        The tracked run's name (default: the folder holding ``model_out``, the workflow's run).
 
     Returns
     -------
@@ -130,6 +147,9 @@ def train(
         cls.check_training_registry(registry, registry_json)
     except ValueError as err:
         raise StepError(str(err)) from err
+    run_name = run_name or Path(model_out).resolve().parent.name
+    trackers = _trackers(logger, model_out)
+    _check_precision(train_params, accelerator)
     processes = _processes(devices, nodes)
     if processes is None:
         # Checked above once, not in every rank: now start the ranks, each running this step.
@@ -173,6 +193,7 @@ def train(
             latent = np.asarray(model.get_latent_representation(batch_size=1024), dtype=np.float32)
             write_npy_atomic(latent_out, latent)
             log.info("latent representation (%d cells x %d dims) -> %s", *latent.shape, latent_out)
+        attach_outputs(trackers, model_out, history_out)  # MLflow: artifacts, and the tag the report finds it by
 
     try:
         return recipe.run(
@@ -180,10 +201,44 @@ def train(
             stamp={"model_params": model_params, "train_params": train_params, "seed": int(seed)},
             finish=finish, split=split, batch_size=int(spec["loader"]["batch_size"]), seed=int(seed),
             accelerator=accelerator, enable_progress_bar=enable_progress_bar,
-            checkpoint_every_seconds=checkpoint_every_seconds, mirror=mirror,
+            checkpoint_every_seconds=checkpoint_every_seconds, mirror=mirror, logger=trackers,
+            log_every_n_steps=log_every_n_steps,
+            tracking={"run_name": run_name, "run_key": run_fp,
+                      "tags": {"snakevi.run": run_name, "snakevi.model_class": model_class, "snakevi.seed": int(seed)},
+                      "hparams": {"config": {"model_class": model_class, "seed": int(seed), "model": model_params,
+                                             "train": train_params}}},
         )
     except (NonFiniteLossError, ModelParameterError, CheckpointStoreError) as err:
         raise StepError(str(err)) from err
+
+
+def _trackers(logger, model_out) -> list:
+    """The run's experiment trackers, each checked (package, URI) before anything is read or written."""
+    if not logger:
+        return []
+    from snakevi.train.loggers import TrackerUnavailable, check_trackers, make_loggers
+
+    try:
+        # results/tensorboard/<run>/: `tensorboard --logdir results/tensorboard` lists the runs by name;
+        # W&B's runs in results/wandb/.
+        trackers = make_loggers(logger, log_root=Path(model_out).resolve().parent.parent)
+        check_trackers(trackers)
+    except (ValueError, TrackerUnavailable) as err:
+        raise StepError(f"train.logger: {err}") from err
+    return trackers
+
+
+def _check_precision(train_params: dict, accelerator: str) -> None:
+    """Refuse ``train.precision`` the device cannot run before any data is read."""
+    if "precision" not in train_params:
+        return
+    from snakevi.train.device import resolve_device
+    from snakevi.train.precision import resolve_precision
+
+    try:
+        resolve_precision(train_params["precision"], resolve_device(accelerator, "auto"))
+    except ValueError as err:
+        raise StepError(f"train.{err}") from err
 
 
 def _checkpoint_mirror(ckpt_dir: Path, checkpoint_store: str | None):
@@ -239,4 +294,8 @@ def _rank_arguments(args: dict) -> list[str]:
         argv += ["--checkpoint-dir", path(args["checkpoint_dir"])]
     if args["checkpoint_store"] is not None:
         argv += ["--checkpoint-store", str(args["checkpoint_store"])]
+    if args["logger"]:
+        argv += ["--logger", json.dumps(args["logger"]), "--run-name", args["run_name"]]
+    if args["log_every_n_steps"] is not None:
+        argv += ["--log-every-n-steps", str(int(args["log_every_n_steps"]))]
     return argv
