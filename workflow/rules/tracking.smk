@@ -36,11 +36,12 @@ def check_trackers_before_any_job():
 
 def check_tracking_server(where, uri):
     """Ask an MLflow tracking server's /health; a WorkflowError naming ``where`` if it does not answer."""
+    import posixpath
     import urllib.error
     import urllib.request
 
     try:
-        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=10):
+        with urllib.request.urlopen(posixpath.join(uri, "health"), timeout=10):
             pass
     except (urllib.error.URLError, OSError) as err:
         raise WorkflowError(
