@@ -5,12 +5,16 @@ Usage (from the repository root; scvi-tools comes from ``bash benchmarks/setup_s
 
     envs/venv-run python benchmarks/speed.py                      # 10k and 50k cells, batch 128 and 1024
     envs/venv-run python benchmarks/speed.py --cells 10000 --batch-sizes 128 --repeats 1
+    git worktree add ../before <commit>; envs/venv-run python benchmarks/speed.py --baseline-src ../before
 
 For each dataset and batch size, every repeat runs each system once in a fresh process
 (``speed_worker.py``), the order rotating between repeats so that drift in the machine's speed
 does not favour one system. All three train scVI's default network (n_hidden 128, n_latent 10,
 ZINB, gene dispersion, batch one-hot in the decoder) on the same simulated counts with the same
 split sizes (90/10), hyperparameters, epochs, threads and seed, validating every epoch.
+
+``--baseline-src DIR`` adds ``snakevi-baseline``: snakevi imported from ``DIR/src`` (another
+commit's checkout) in the same interleaved run, so a change is measured against the code before it.
 
 Printed per system: median s/epoch (over every epoch but the first of each process), its ratio
 to the bare loop, peak RSS, import time (torch + the library), start-up (process launch to the
@@ -36,6 +40,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 SYSTEMS = ("snakevi", "scvi-tools", "bare")
+#: snakevi of another checkout (``--baseline-src``), side by side with this one: before/after a change.
+BASELINE = "snakevi-baseline"
 
 
 def _args(argv=None):
@@ -52,10 +58,18 @@ def _args(argv=None):
                    help="interpreter of the scvi-tools environment (see setup_scvi_env.sh)")
     p.add_argument("--data-dir", default=str(HERE / "out" / "data"))
     p.add_argument("--out-dir", default=str(HERE / "out"))
-    return p.parse_args(argv)
+    p.add_argument("--baseline-src", default=None,
+                   help="also time snakevi from this checkout's src/ (e.g. a `git worktree` of an earlier "
+                        "commit) as 'snakevi-baseline', interleaved with the others")
+    args = p.parse_args(argv)
+    if args.baseline_src:
+        args.systems = [*args.systems, BASELINE]
+    return args
 
 
 def _python_for(system: str, args) -> str | None:
+    if system == BASELINE:
+        return sys.executable
     if system != "scvi-tools":
         return sys.executable
     return args.scvi_python if Path(args.scvi_python).exists() else None
@@ -64,13 +78,16 @@ def _python_for(system: str, args) -> str | None:
 def _measure(system: str, data: Path, batch_size: int, args) -> dict:
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as fh:
         out = fh.name
-    cmd = [_python_for(system, args), str(HERE / "speed_worker.py"), "--system", system,
+    cmd = [_python_for(system, args), str(HERE / "speed_worker.py"), "--system",
+           "snakevi" if system == BASELINE else system,
            "--data", str(data), "--epochs", str(args.epochs), "--batch-size", str(batch_size),
            "--threads", str(args.threads), "--seed", str(args.seed), "--out", out,
            "--launched-at", repr(time.time())]
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     if system == "scvi-tools":
         env.pop("PYTHONPATH", None)  # the comparison environment must not see snakevi
+    if system == BASELINE:  # ahead of the editable install's path entry
+        env["PYTHONPATH"] = str(Path(args.baseline_src).resolve() / "src")
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"{system} (batch {batch_size}, {data.name}) failed:\n{proc.stderr[-3000:]}")

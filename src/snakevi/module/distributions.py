@@ -10,6 +10,11 @@ floating-point round-off. Two differences, both for speed and neither changing a
   broadcast to ``(n_cells, n_genes)`` up front, so ``lgamma(theta)`` and ``log(theta + eps)``
   are computed once per gene rather than once per cell and gene.
 
+The training loss needs only each cell's sum over genes; ``log_nb_positive_cell_sum`` and
+``log_zinb_positive_cell_sum`` give it with the count-dependent terms (``lgamma`` and the rest)
+taken at the non-zero counts only, the zero case once over all entries: the same value to
+float32 round-off, about twice as fast for counts 8% non-zero (the VAE uses them on the CPU).
+
 Parametrisation: ``mu`` is the mean, ``theta`` the inverse dispersion, so that
 ``Var = mu + mu**2 / theta``; the ZINB adds ``zi_logits``, the logit of the probability of an
 extra zero.
@@ -117,6 +122,105 @@ def log_zinb_positive(
     return torch.where(x < eps, case_zero, case_non_zero)
 
 
+def _nonzero_entries(x: torch.Tensor):
+    """``(flat index, row, column, value)`` of the non-zero entries of a 2-D ``x``, row by row."""
+    flat = x.reshape(-1)
+    index = flat.nonzero().squeeze(1)
+    row = torch.div(index, x.shape[1], rounding_mode="floor")
+    return index, row, index - row * x.shape[1], flat[index]
+
+
+def _lgamma_at(theta: torch.Tensor, th: torch.Tensor, column: torch.Tensor) -> torch.Tensor:
+    """``lgamma(theta)`` at the non-zero entries (``th``): of a gene-wise ``theta`` taken once per
+    gene and gathered, so that its backward (``digamma``, a slow scalar kernel) runs per gene."""
+    return torch.lgamma(theta)[column] if theta.dim() == 1 else torch.lgamma(th)
+
+
+def _at(values: torch.Tensor, like: torch.Tensor, index: torch.Tensor, column: torch.Tensor) -> torch.Tensor:
+    """``values`` (gene-wise ``(n_genes,)`` or ``like``'s shape) at the flat entries ``index``."""
+    if values.dim() == 1:
+        return values[column]
+    return values.expand_as(like).reshape(-1)[index]
+
+
+def log_nb_positive_cell_sum(x: torch.Tensor, mu: torch.Tensor, theta: torch.Tensor, eps: float = 1e-8, *,
+                             with_count_constant: bool = True) -> torch.Tensor:
+    """``log_nb_positive(x, mu, theta).sum(-1)`` for 2-D ``x``, the count terms taken at the non-zeros only.
+
+    Where ``x = 0`` the log-likelihood is ``theta * (log(theta) - log(theta + mu))``: the terms
+    ``x * log(mu / (theta + mu))``, ``lgamma(x + theta) - lgamma(theta)`` and ``-log(x!)`` are 0
+    there. With single-cell counts mostly zero (about 8% non-zero), computing them, above all
+    ``lgamma`` and its ``digamma`` backward, at the non-zero entries only makes the likelihood
+    about twice as fast on the CPU. Same value as the dense sum to float32 round-off (another
+    order of additions).
+    """
+    log_theta_mu_eps = torch.log(theta + mu + eps)
+    dense = (theta * (torch.log(theta + eps) - log_theta_mu_eps)).sum(-1)
+    index, row, column, xv = _nonzero_entries(x)
+    th = _at(theta, mu, index, column)
+    term = (xv * (torch.log(mu.reshape(-1)[index] + eps) - log_theta_mu_eps.reshape(-1)[index])
+            + torch.lgamma(xv + th) - _lgamma_at(theta, th, column))
+    if with_count_constant:
+        term = term - torch.lgamma(xv + 1)
+    return dense.index_add(0, row, term)
+
+
+class _ZinbZeroCaseSum(torch.autograd.Function):
+    """``sum_g softplus(p) - softplus(-pi)``, ``p = theta * log(theta / (theta + mu)) - pi``, with its
+    gradient in closed form: autograd's chain of small elementwise kernels (softplus, its
+    backward, the products and the broadcast reductions) made the dense half of the ZINB loss
+    the slowest part of a CPU step. Float32 and above; lower precisions are widened."""
+
+    @staticmethod
+    def forward(ctx, mu, theta, pi, eps: float):
+        log_theta_eps = torch.log(theta + eps)
+        denominator = theta + mu + eps
+        p = theta * (log_theta_eps - torch.log(denominator)) - pi
+        ctx.save_for_backward(mu, theta, pi, p, denominator, log_theta_eps)
+        ctx.eps = eps
+        return (F.softplus(p) - F.softplus(-pi)).sum(-1)
+
+    @staticmethod
+    def backward(ctx, grad):
+        mu, theta, pi, p, denominator, log_theta_eps = ctx.saved_tensors
+        g = grad.unsqueeze(-1)
+        g_sigmoid_p = g * torch.sigmoid(p)
+        theta_share = theta / denominator
+        grad_mu = -g_sigmoid_p * theta_share
+        grad_pi = g * torch.sigmoid(-pi) - g_sigmoid_p
+        # d p / d theta = log(theta + eps) - log(theta + mu + eps) + theta/(theta + eps) - theta/(theta + mu + eps)
+        grad_theta = g_sigmoid_p * (log_theta_eps - torch.log(denominator) + theta / (theta + ctx.eps) - theta_share)
+        return (grad_mu.sum_to_size(mu.shape), grad_theta.sum_to_size(theta.shape), grad_pi.sum_to_size(pi.shape),
+                None)
+
+
+def log_zinb_positive_cell_sum(x: torch.Tensor, mu: torch.Tensor, theta: torch.Tensor, pi_logits: torch.Tensor,
+                               eps: float = 1e-8, *, with_count_constant: bool = True) -> torch.Tensor:
+    """``log_zinb_positive(...).sum(-1)`` for 2-D ``x``, the non-zero case taken at the non-zeros only.
+
+    Every entry is first given the zero case, ``softplus(p) - softplus(-pi)`` with
+    ``p = -pi + theta * log(theta / (theta + mu))`` (one fused forward and closed-form backward,
+    :class:`_ZinbZeroCaseSum`); a non-zero entry then adds the difference of its own case,
+    ``logsigmoid(p) + x * log(mu / (theta + mu)) + lgamma(x + theta) - lgamma(theta) [- log(x!)]``
+    (the ``softplus(-pi)`` of both cases cancels), ``p`` recomputed there from the gathered
+    parameters. See :func:`log_nb_positive_cell_sum` for why.
+    """
+    wide = [t.float() if t.dtype in (torch.float16, torch.bfloat16) else t for t in (mu, theta, pi_logits)]
+    mu, theta, pi_logits = wide
+    dense = _ZinbZeroCaseSum.apply(mu, theta, pi_logits, eps)
+    # A count below eps is a zero, as in log_zinb_positive.
+    index, row, column, xv = _nonzero_entries(torch.where(x < eps, 0.0, x))
+    th = _at(theta, mu, index, column)
+    mu_nz = mu.reshape(-1)[index]
+    log_theta_mu_eps = torch.log(th + mu_nz + eps)
+    pi_theta_log = th * (torch.log(th + eps) - log_theta_mu_eps) - _at(pi_logits, mu, index, column)
+    term = (F.logsigmoid(pi_theta_log) + xv * (torch.log(mu_nz + eps) - log_theta_mu_eps)
+            + torch.lgamma(xv + th) - _lgamma_at(theta, th, column))
+    if with_count_constant:
+        term = term - torch.lgamma(xv + 1)
+    return dense.index_add(0, row, term.to(dense.dtype))
+
+
 def log_poisson(x: torch.Tensor, rate: torch.Tensor, *, with_count_constant: bool = True) -> torch.Tensor:
     """Elementwise Poisson log-likelihood, the formula of ``torch.distributions.Poisson``.
 
@@ -193,6 +297,11 @@ class NegativeBinomial(_CountDistribution):
     def log_prob(self, value: torch.Tensor, with_count_constant: bool = True) -> torch.Tensor:
         return log_nb_positive(value, self.mu, self.theta, eps=self._eps, with_count_constant=with_count_constant)
 
+    def log_prob_cell_sum(self, value: torch.Tensor, with_count_constant: bool = True) -> torch.Tensor:
+        """``log_prob(value).sum(-1)`` of 2-D counts, the count terms at the non-zeros only."""
+        return log_nb_positive_cell_sum(value, self.mu, self.theta, eps=self._eps,
+                                        with_count_constant=with_count_constant)
+
     def _gamma_rates(self, sample_shape: torch.Size) -> torch.Tensor:
         mu, theta = self.mu.expand(self.batch_shape), self.theta.expand(self.batch_shape)
         gamma = Gamma(concentration=theta, rate=theta / mu, validate_args=False)
@@ -244,6 +353,11 @@ class ZeroInflatedNegativeBinomial(NegativeBinomial):
         return log_zinb_positive(
             value, self.mu, self.theta, self.zi_logits, eps=self._eps, with_count_constant=with_count_constant
         )
+
+    def log_prob_cell_sum(self, value: torch.Tensor, with_count_constant: bool = True) -> torch.Tensor:
+        """``log_prob(value).sum(-1)`` of 2-D counts, the non-zero case at the non-zeros only."""
+        return log_zinb_positive_cell_sum(value, self.mu, self.theta, self.zi_logits, eps=self._eps,
+                                          with_count_constant=with_count_constant)
 
     @torch.no_grad()
     def sample(self, sample_shape: torch.Size | tuple = torch.Size()) -> torch.Tensor:

@@ -353,10 +353,10 @@ class VAE(BaseModuleClass):
         px = generative_outputs["px"]
         log_factorial = tensors.get(REGISTRY_KEYS.X_LOG_FACTORIAL_KEY)
         if log_factorial is None:
-            return -px.log_prob(x).sum(-1)
+            return -_log_prob_cell_sum(px, x, with_count_constant=True)
         # sum_g log(x_g!) came with the minibatch (computed once per cell from the sparse
         # counts): same value, without a dense lgamma per step.
-        return log_factorial.reshape(-1) - px.log_prob(x, with_count_constant=False).sum(-1)
+        return log_factorial.reshape(-1) - _log_prob_cell_sum(px, x, with_count_constant=False)
 
     def library_kl(self, inference_outputs: dict, generative_outputs: dict, like: torch.Tensor) -> torch.Tensor:
         """Per-cell KL of the latent library to its prior; zeros shaped ``like`` for an observed library."""
@@ -385,3 +385,13 @@ class VAE(BaseModuleClass):
         See :func:`snakevi.module.posterior.importance_marginal_ll`.
         """
         return importance_marginal_ll(self, tensors, n_mc_samples, n_mc_samples_per_pass)
+
+
+def _log_prob_cell_sum(px, x: torch.Tensor, *, with_count_constant: bool) -> torch.Tensor:
+    """``px.log_prob(x).sum(-1)``: on the CPU the NB/ZINB count terms at the non-zero counts only
+    (:func:`snakevi.module.distributions.log_zinb_positive_cell_sum`). On a GPU the dense form:
+    finding the non-zeros there would make the host wait every step."""
+    cell_sum = getattr(px, "log_prob_cell_sum", None)
+    if cell_sum is not None and x.dim() == 2 and x.device.type == "cpu" and px.mu.shape == x.shape:
+        return cell_sum(x, with_count_constant=with_count_constant)
+    return px.log_prob(x, with_count_constant=with_count_constant).sum(-1)
