@@ -70,3 +70,23 @@ def test_the_distributions_offer_the_cell_sum_in_float32():
     mu, theta, pi = (t.detach().float() for t in _parameters(*x.shape, (30,)))
     for px in (NegativeBinomial(mu, theta), ZeroInflatedNegativeBinomial(mu, theta, pi)):
         torch.testing.assert_close(px.log_prob_cell_sum(x), px.log_prob(x).sum(-1), rtol=1e-5, atol=1e-3)
+
+
+@pytest.mark.parametrize("zinb", [True, False], ids=["zinb", "nb"])
+def test_gradients_are_bit_identical_between_reruns_with_many_non_zeros_and_threads(zinb):
+    # Above 32,768 gathered entries torch's backward of values[index] adds float32 gradients
+    # atomically in parallel (thread timing decides the order); the cell sums must not use it.
+    x = _counts(n=256, g=500, density=0.4).float()  # about 51,000 non-zeros
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        grads = []
+        for _ in range(4):
+            mu, theta, pi = (t.detach().float().requires_grad_() for t in _parameters(*x.shape, (500,)))
+            value = (log_zinb_positive_cell_sum(x, mu, theta, pi) if zinb else log_nb_positive_cell_sum(x, mu, theta))
+            value.sum().backward()
+            grads.append((mu.grad, theta.grad) + ((pi.grad,) if zinb else ()))
+    finally:
+        torch.set_num_threads(previous)
+    for other in grads[1:]:
+        assert all(torch.equal(a, b) for a, b in zip(grads[0], other))

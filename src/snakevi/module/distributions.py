@@ -127,20 +127,31 @@ def _nonzero_entries(x: torch.Tensor):
     flat = x.reshape(-1)
     index = flat.nonzero().squeeze(1)
     row = torch.div(index, x.shape[1], rounding_mode="floor")
-    return index, row, index - row * x.shape[1], flat[index]
+    return index, row, index - row * x.shape[1], _take(flat, index)
+
+
+def _take(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``values[index]`` of a 1-D tensor, with a deterministic backward.
+
+    ``values[index]``'s backward (``index_put_`` with accumulation) adds float32 gradients with
+    atomic adds in parallel on the CPU once there are 32,768 or more (torch 2.13): the sum of a
+    gene's gradients then depends on thread timing, and reruns stop being bit-identical.
+    ``index_select``'s backward (``index_add_``) adds them in order.
+    """
+    return torch.index_select(values, 0, index)
 
 
 def _lgamma_at(theta: torch.Tensor, th: torch.Tensor, column: torch.Tensor) -> torch.Tensor:
     """``lgamma(theta)`` at the non-zero entries (``th``): of a gene-wise ``theta`` taken once per
     gene and gathered, so that its backward (``digamma``, a slow scalar kernel) runs per gene."""
-    return torch.lgamma(theta)[column] if theta.dim() == 1 else torch.lgamma(th)
+    return _take(torch.lgamma(theta), column) if theta.dim() == 1 else torch.lgamma(th)
 
 
 def _at(values: torch.Tensor, like: torch.Tensor, index: torch.Tensor, column: torch.Tensor) -> torch.Tensor:
     """``values`` (gene-wise ``(n_genes,)`` or ``like``'s shape) at the flat entries ``index``."""
     if values.dim() == 1:
-        return values[column]
-    return values.expand_as(like).reshape(-1)[index]
+        return _take(values, column)
+    return _take(values.expand_as(like).reshape(-1), index)
 
 
 def log_nb_positive_cell_sum(x: torch.Tensor, mu: torch.Tensor, theta: torch.Tensor, eps: float = 1e-8, *,
@@ -158,7 +169,7 @@ def log_nb_positive_cell_sum(x: torch.Tensor, mu: torch.Tensor, theta: torch.Ten
     dense = (theta * (torch.log(theta + eps) - log_theta_mu_eps)).sum(-1)
     index, row, column, xv = _nonzero_entries(x)
     th = _at(theta, mu, index, column)
-    term = (xv * (torch.log(mu.reshape(-1)[index] + eps) - log_theta_mu_eps.reshape(-1)[index])
+    term = (xv * (torch.log(_take(mu.reshape(-1), index) + eps) - _take(log_theta_mu_eps.reshape(-1), index))
             + torch.lgamma(xv + th) - _lgamma_at(theta, th, column))
     if with_count_constant:
         term = term - torch.lgamma(xv + 1)
@@ -211,7 +222,7 @@ def log_zinb_positive_cell_sum(x: torch.Tensor, mu: torch.Tensor, theta: torch.T
     # A count below eps is a zero, as in log_zinb_positive.
     index, row, column, xv = _nonzero_entries(torch.where(x < eps, 0.0, x))
     th = _at(theta, mu, index, column)
-    mu_nz = mu.reshape(-1)[index]
+    mu_nz = _take(mu.reshape(-1), index)
     log_theta_mu_eps = torch.log(th + mu_nz + eps)
     pi_theta_log = th * (torch.log(th + eps) - log_theta_mu_eps) - _at(pi_logits, mu, index, column)
     term = (F.logsigmoid(pi_theta_log) + xv * (torch.log(mu_nz + eps) - log_theta_mu_eps)
