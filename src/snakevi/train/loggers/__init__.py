@@ -73,4 +73,8 @@ def check_trackers(trackers: list[Logger]) -> None:
     if world is not None and world[0] != 0:
         return
     for tracker in trackers:
-        tracker.check()
+        # Once per tracker: the train step checks before reading data, then hands the same objects
+        # to every phase's Trainer (a server's /health and a store query each time otherwise).
+        if not getattr(tracker, "_checked", False):
+            tracker.check()
+            tracker._checked = True
