@@ -13,6 +13,10 @@ does not favour one system. All three train scVI's default network (n_hidden 128
 ZINB, gene dispersion, batch one-hot in the decoder) on the same simulated counts with the same
 split sizes (90/10), hyperparameters, epochs, threads and seed, validating every epoch.
 
+``--systems ... bare-kept-memory`` adds the bare loop with the host-memory setting snakevi's
+trainer applies (``snakevi.train.host_memory``: glibc keeps freed activations for reuse), so the
+share of snakevi's lead that comes from that setting alone can be read off.
+
 ``--baseline-src DIR`` adds ``snakevi-baseline``: snakevi imported from ``DIR/src`` (another
 commit's checkout) in the same interleaved run, so a change is measured against the code before it.
 
@@ -40,6 +44,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 SYSTEMS = ("snakevi", "scvi-tools", "bare")
+#: The bare loop with snakevi's host-memory setting; only when asked for (``--systems``).
+BARE_KEPT = "bare-kept-memory"
 #: snakevi of another checkout (``--baseline-src``), side by side with this one: before/after a change.
 BASELINE = "snakevi-baseline"
 
@@ -53,7 +59,7 @@ def _args(argv=None):
     p.add_argument("--repeats", type=int, default=2, help="processes per system, dataset and batch size")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--systems", nargs="+", choices=SYSTEMS, default=list(SYSTEMS))
+    p.add_argument("--systems", nargs="+", choices=(*SYSTEMS, BARE_KEPT), default=list(SYSTEMS))
     p.add_argument("--scvi-python", default=str(ROOT / ".venv-scvi" / "bin" / "python"),
                    help="interpreter of the scvi-tools environment (see setup_scvi_env.sh)")
     p.add_argument("--data-dir", default=str(HERE / "out" / "data"))

@@ -23,7 +23,7 @@ import sys  # noqa: E402
 
 def _args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--system", choices=("snakevi", "scvi-tools", "bare"), required=True)
+    p.add_argument("--system", choices=("snakevi", "scvi-tools", "bare", "bare-kept-memory"), required=True)
     p.add_argument("--data", required=True, help=".h5ad with counts in X and obs['batch']")
     p.add_argument("--epochs", type=int, required=True)
     p.add_argument("--batch-size", type=int, default=128)
@@ -130,6 +130,20 @@ def _run_bare(args, clock: _Clock) -> tuple[float, float]:
     return 0.0, out["elbo_validation"]  # the bare loop imports nothing beyond torch
 
 
+def _run_bare_kept_memory(args, clock: _Clock) -> tuple[float, float]:
+    """The bare loop after snakevi's host-memory setting, loaded from its file alone (no snakevi import)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "src" / "snakevi" / "train" / "host_memory.py"
+    spec = importlib.util.spec_from_file_location("host_memory", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not module.keep_freed_host_memory():
+        raise RuntimeError("bare-kept-memory: the host-memory setting could not be applied here (not glibc?)")
+    return _run_bare(args, clock)
+
+
 def main(argv=None) -> int:
     args = _args(argv)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
@@ -139,7 +153,8 @@ def main(argv=None) -> int:
     import torch
     torch.set_num_threads(args.threads)
     torch_import_s = time.perf_counter() - t0
-    runner = {"snakevi": _run_snakevi, "scvi-tools": _run_scvi_tools, "bare": _run_bare}[args.system]
+    runner = {"snakevi": _run_snakevi, "scvi-tools": _run_scvi_tools, "bare": _run_bare,
+              "bare-kept-memory": _run_bare_kept_memory}[args.system]
     import_s, elbo = runner(args, clock)
     launched = args.launched_at if args.launched_at is not None else _T_TOP
     result = {

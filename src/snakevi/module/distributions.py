@@ -122,10 +122,12 @@ def log_zinb_positive(
     return torch.where(x < eps, case_zero, case_non_zero)
 
 
-def _nonzero_entries(x: torch.Tensor):
-    """``(flat index, row, column, value)`` of the non-zero entries of a 2-D ``x``, row by row."""
+def _nonzero_entries(x: torch.Tensor, at_least: float | None = None):
+    """``(flat index, row, column, value)`` of the non-zero entries of a 2-D ``x``, row by row;
+    with ``at_least``, of the entries that are not below it (a count below it counts as a zero)."""
     flat = x.reshape(-1)
-    index = flat.nonzero().squeeze(1)
+    # nonzero() of a bool mask is faster than of the float values (torch 2.13, CPU), comparison included.
+    index = torch.nonzero(flat != 0 if at_least is None else flat >= at_least).squeeze(1)
     row = torch.div(index, x.shape[1], rounding_mode="floor")
     return index, row, index - row * x.shape[1], _take(flat, index)
 
@@ -184,23 +186,25 @@ class _ZinbZeroCaseSum(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, mu, theta, pi, eps: float):
-        log_theta_eps = torch.log(theta + eps)
-        denominator = theta + mu + eps
-        p = theta * (log_theta_eps - torch.log(denominator)) - pi
-        ctx.save_for_backward(mu, theta, pi, p, denominator, log_theta_eps)
+        theta_eps = theta + eps
+        log_theta_eps = torch.log(theta_eps)
+        denominator = mu + theta_eps
+        log_ratio = log_theta_eps - torch.log(denominator)  # log(theta / (theta + mu)), kept for backward
+        p = theta * log_ratio - pi
+        ctx.save_for_backward(mu, theta, pi, p, denominator, log_ratio)
         ctx.eps = eps
         return (F.softplus(p) - F.softplus(-pi)).sum(-1)
 
     @staticmethod
     def backward(ctx, grad):
-        mu, theta, pi, p, denominator, log_theta_eps = ctx.saved_tensors
+        mu, theta, pi, p, denominator, log_ratio = ctx.saved_tensors
         g = grad.unsqueeze(-1)
         g_sigmoid_p = g * torch.sigmoid(p)
         theta_share = theta / denominator
         grad_mu = -g_sigmoid_p * theta_share
         grad_pi = g * torch.sigmoid(-pi) - g_sigmoid_p
         # d p / d theta = log(theta + eps) - log(theta + mu + eps) + theta/(theta + eps) - theta/(theta + mu + eps)
-        grad_theta = g_sigmoid_p * (log_theta_eps - torch.log(denominator) + theta / (theta + ctx.eps) - theta_share)
+        grad_theta = g_sigmoid_p * (log_ratio + theta / (theta + ctx.eps) - theta_share)
         return (grad_mu.sum_to_size(mu.shape), grad_theta.sum_to_size(theta.shape), grad_pi.sum_to_size(pi.shape),
                 None)
 
@@ -219,8 +223,9 @@ def log_zinb_positive_cell_sum(x: torch.Tensor, mu: torch.Tensor, theta: torch.T
     wide = [t.float() if t.dtype in (torch.float16, torch.bfloat16) else t for t in (mu, theta, pi_logits)]
     mu, theta, pi_logits = wide
     dense = _ZinbZeroCaseSum.apply(mu, theta, pi_logits, eps)
-    # A count below eps is a zero, as in log_zinb_positive.
-    index, row, column, xv = _nonzero_entries(torch.where(x < eps, 0.0, x))
+    # A count below eps is a zero, as in log_zinb_positive: left out by the search's own mask
+    # (a torch.where over every entry first cost more than the search itself).
+    index, row, column, xv = _nonzero_entries(x, at_least=eps)
     th = _at(theta, mu, index, column)
     mu_nz = _take(mu.reshape(-1), index)
     log_theta_mu_eps = torch.log(th + mu_nz + eps)

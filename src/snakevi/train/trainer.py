@@ -62,6 +62,7 @@ from snakevi.train.batch_limits import batches_to_use, check_limit
 from snakevi.train.callbacks.experiment_tracking import ExperimentTracking
 from snakevi.train.global_batch_norm import global_batch_norm
 from snakevi.train.loggers import check_trackers, make_loggers
+from snakevi.train.host_memory import keep_freed_host_memory
 from snakevi.train.precision import autocast, grad_scaler, resolve_precision
 from snakevi.train.reproducibility import deterministic_algorithms, get_rng_states, seed_everything
 from snakevi.train.resume_state import restore_fit_state
@@ -270,6 +271,7 @@ class Trainer:
             A run that had already stopped early stays stopped.
         """
         self._reset_progress()
+        keep_freed_host_memory()  # a step's activations are made and freed again every step
         self.plan = plan
         self.train_loader, self.val_loader = train_loader, val_loader
         if self.accumulate_grad_batches > 1 and hasattr(plan, "after_optimizer_step"):
