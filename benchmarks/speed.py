@@ -74,9 +74,7 @@ def _args(argv=None):
 
 
 def _python_for(system: str, args) -> str | None:
-    if system == BASELINE:
-        return sys.executable
-    if system != "scvi-tools":
+    if system != "scvi-tools":  # snakevi, its baseline checkout (PYTHONPATH) and the bare loops
         return sys.executable
     return args.scvi_python if Path(args.scvi_python).exists() else None
 

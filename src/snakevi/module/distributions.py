@@ -156,6 +156,18 @@ def _at(values: torch.Tensor, like: torch.Tensor, index: torch.Tensor, column: t
     return _take(values.expand_as(like).reshape(-1), index)
 
 
+def _count_terms(start, xv, mu_nz, log_theta_mu_nz, th, theta, column, eps: float,
+                 with_count_constant: bool) -> torch.Tensor:
+    """``[start +] x * log(mu / (theta + mu)) + lgamma(x + theta) - lgamma(theta) [- log(x!)]`` at the
+    non-zero entries (values ``xv``, gathered ``mu_nz``, ``log(theta + mu + eps)`` and ``th``): the
+    count terms the NB and ZINB cell sums share, added left to right."""
+    term = xv * (torch.log(mu_nz + eps) - log_theta_mu_nz)
+    if start is not None:
+        term = start + term
+    term = term + torch.lgamma(xv + th) - _lgamma_at(theta, th, column)
+    return term - torch.lgamma(xv + 1) if with_count_constant else term
+
+
 def log_nb_positive_cell_sum(x: torch.Tensor, mu: torch.Tensor, theta: torch.Tensor, eps: float = 1e-8, *,
                              with_count_constant: bool = True) -> torch.Tensor:
     """``log_nb_positive(x, mu, theta).sum(-1)`` for 2-D ``x``, the count terms taken at the non-zeros only.
@@ -171,10 +183,8 @@ def log_nb_positive_cell_sum(x: torch.Tensor, mu: torch.Tensor, theta: torch.Ten
     dense = (theta * (torch.log(theta + eps) - log_theta_mu_eps)).sum(-1)
     index, row, column, xv = _nonzero_entries(x)
     th = _at(theta, mu, index, column)
-    term = (xv * (torch.log(_take(mu.reshape(-1), index) + eps) - _take(log_theta_mu_eps.reshape(-1), index))
-            + torch.lgamma(xv + th) - _lgamma_at(theta, th, column))
-    if with_count_constant:
-        term = term - torch.lgamma(xv + 1)
+    term = _count_terms(None, xv, _take(mu.reshape(-1), index), _take(log_theta_mu_eps.reshape(-1), index), th,
+                        theta, column, eps, with_count_constant)
     return dense.index_add(0, row, term)
 
 
@@ -220,8 +230,8 @@ def log_zinb_positive_cell_sum(x: torch.Tensor, mu: torch.Tensor, theta: torch.T
     (the ``softplus(-pi)`` of both cases cancels), ``p`` recomputed there from the gathered
     parameters. See :func:`log_nb_positive_cell_sum` for why.
     """
-    wide = [t.float() if t.dtype in (torch.float16, torch.bfloat16) else t for t in (mu, theta, pi_logits)]
-    mu, theta, pi_logits = wide
+    mu, theta, pi_logits = (t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+                            for t in (mu, theta, pi_logits))
     dense = _ZinbZeroCaseSum.apply(mu, theta, pi_logits, eps)
     # A count below eps is a zero, as in log_zinb_positive: left out by the search's own mask
     # (a torch.where over every entry first cost more than the search itself).
@@ -230,10 +240,8 @@ def log_zinb_positive_cell_sum(x: torch.Tensor, mu: torch.Tensor, theta: torch.T
     mu_nz = _take(mu.reshape(-1), index)
     log_theta_mu_eps = torch.log(th + mu_nz + eps)
     pi_theta_log = th * (torch.log(th + eps) - log_theta_mu_eps) - _at(pi_logits, mu, index, column)
-    term = (F.logsigmoid(pi_theta_log) + xv * (torch.log(mu_nz + eps) - log_theta_mu_eps)
-            + torch.lgamma(xv + th) - _lgamma_at(theta, th, column))
-    if with_count_constant:
-        term = term - torch.lgamma(xv + 1)
+    term = _count_terms(F.logsigmoid(pi_theta_log), xv, mu_nz, log_theta_mu_eps, th, theta, column, eps,
+                        with_count_constant)
     return dense.index_add(0, row, term.to(dense.dtype))
 
 

@@ -61,8 +61,8 @@ from snakevi.train.distributed_setup import (
 from snakevi.train.batch_limits import batches_to_use, check_limit
 from snakevi.train.callbacks.experiment_tracking import ExperimentTracking
 from snakevi.train.global_batch_norm import global_batch_norm
-from snakevi.train.loggers import check_trackers, make_loggers
 from snakevi.train.host_memory import keep_freed_host_memory
+from snakevi.train.loggers import check_trackers, make_loggers
 from snakevi.train.precision import autocast, grad_scaler, resolve_precision
 from snakevi.train.reproducibility import deterministic_algorithms, get_rng_states, seed_everything
 from snakevi.train.resume_state import restore_fit_state
