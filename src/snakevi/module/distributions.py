@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch.distributions import Distribution, Gamma, constraints
 
+from snakevi.module.zinb_zero_case import zinb_zero_case_sum
+
 #: Rates above this are clamped before Poisson sampling; torch's sampler misbehaves beyond it.
 MAX_POISSON_RATE = 1e8
 
@@ -188,51 +190,21 @@ def log_nb_positive_cell_sum(x: torch.Tensor, mu: torch.Tensor, theta: torch.Ten
     return dense.index_add(0, row, term)
 
 
-class _ZinbZeroCaseSum(torch.autograd.Function):
-    """``sum_g softplus(p) - softplus(-pi)``, ``p = theta * log(theta / (theta + mu)) - pi``, with its
-    gradient in closed form: autograd's chain of small elementwise kernels (softplus, its
-    backward, the products and the broadcast reductions) made the dense half of the ZINB loss
-    the slowest part of a CPU step. Float32 and above; lower precisions are widened."""
-
-    @staticmethod
-    def forward(ctx, mu, theta, pi, eps: float):
-        theta_eps = theta + eps
-        log_theta_eps = torch.log(theta_eps)
-        denominator = mu + theta_eps
-        log_ratio = log_theta_eps - torch.log(denominator)  # log(theta / (theta + mu)), kept for backward
-        p = theta * log_ratio - pi
-        ctx.save_for_backward(mu, theta, pi, p, denominator, log_ratio)
-        ctx.eps = eps
-        return (F.softplus(p) - F.softplus(-pi)).sum(-1)
-
-    @staticmethod
-    def backward(ctx, grad):
-        mu, theta, pi, p, denominator, log_ratio = ctx.saved_tensors
-        g = grad.unsqueeze(-1)
-        g_sigmoid_p = g * torch.sigmoid(p)
-        theta_share = theta / denominator
-        grad_mu = -g_sigmoid_p * theta_share
-        grad_pi = g * torch.sigmoid(-pi) - g_sigmoid_p
-        # d p / d theta = log(theta + eps) - log(theta + mu + eps) + theta/(theta + eps) - theta/(theta + mu + eps)
-        grad_theta = g_sigmoid_p * (log_ratio + theta / (theta + ctx.eps) - theta_share)
-        return (grad_mu.sum_to_size(mu.shape), grad_theta.sum_to_size(theta.shape), grad_pi.sum_to_size(pi.shape),
-                None)
-
-
 def log_zinb_positive_cell_sum(x: torch.Tensor, mu: torch.Tensor, theta: torch.Tensor, pi_logits: torch.Tensor,
                                eps: float = 1e-8, *, with_count_constant: bool = True) -> torch.Tensor:
     """``log_zinb_positive(...).sum(-1)`` for 2-D ``x``, the non-zero case taken at the non-zeros only.
 
     Every entry is first given the zero case, ``softplus(p) - softplus(-pi)`` with
     ``p = -pi + theta * log(theta / (theta + mu))`` (one fused forward and closed-form backward,
-    :class:`_ZinbZeroCaseSum`); a non-zero entry then adds the difference of its own case,
+    :func:`~snakevi.module.zinb_zero_case.zinb_zero_case_sum`, in C where it applies); a non-zero
+    entry then adds the difference of its own case,
     ``logsigmoid(p) + x * log(mu / (theta + mu)) + lgamma(x + theta) - lgamma(theta) [- log(x!)]``
     (the ``softplus(-pi)`` of both cases cancels), ``p`` recomputed there from the gathered
     parameters. See :func:`log_nb_positive_cell_sum` for why.
     """
     mu, theta, pi_logits = (t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
                             for t in (mu, theta, pi_logits))
-    dense = _ZinbZeroCaseSum.apply(mu, theta, pi_logits, eps)
+    dense = zinb_zero_case_sum(mu, theta, pi_logits, eps)
     # A count below eps is a zero, as in log_zinb_positive: left out by the search's own mask
     # (a torch.where over every entry first cost more than the search itself).
     index, row, column, xv = _nonzero_entries(x, at_least=eps)
