@@ -52,8 +52,13 @@ def test_the_kernel_is_built_on_a_machine_with_a_compiler():
 @needs_compiler
 @pytest.mark.parametrize("shape", [(128, 2000), (7, 1003), (1, 5)], ids=["minibatch", "odd-genes", "one-cell"])
 @pytest.mark.parametrize("scales", [(20.0, 4.0), (1e-4, 40.0), (1e5, 0.1)], ids=["usual", "tiny-mu-big-pi", "huge-mu"])
-def test_value_and_gradients_equal_the_torch_implementation(shape, scales):
+@pytest.mark.parametrize("uniform", [True, False], ids=["mean-over-cells", "per-cell-weights"])
+def test_value_and_gradients_equal_the_torch_implementation(shape, scales, uniform):
+    """scVI's loss averages over cells (theta's gradient from the kernel's sum); other weights
+    take theta's gradient from the torch formula."""
     mu, theta, pi, weight = _inputs(*shape, mu_scale=scales[0], pi_scale=scales[1])
+    if uniform:
+        weight = torch.full_like(weight, 1 / len(weight))
     exact = _value_and_gradients(zc.ZinbZeroCaseSum, *(t.double() for t in (mu, theta, pi, weight)))
     torch32 = _value_and_gradients(zc.ZinbZeroCaseSum, mu, theta, pi, weight)
     got = _value_and_gradients(zc.NativeZinbZeroCaseSum, mu, theta, pi, weight)
@@ -102,7 +107,7 @@ def test_the_dispatcher_uses_the_kernel_only_where_it_applies(monkeypatch):
     zc.zinb_zero_case_sum(mu, theta.expand(3, 10), pi, 1e-8)  # theta per cell and gene
     zc.zinb_zero_case_sum(mu, theta, pi[:1], 1e-8)  # broadcast zero-inflation logits
     threads = torch.get_num_threads()
-    torch.set_num_threads(zc.MAX_TORCH_THREADS + 1)  # torch's threads outrun the one-thread kernel
+    torch.set_num_threads(native.MAX_TORCH_THREADS + 1)  # torch's threads outrun the one-thread kernel
     try:
         zc.zinb_zero_case_sum(mu, theta, pi, 1e-8)
     finally:

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch.distributions import Distribution, Gamma, constraints
 
+from snakevi.module.special import lgamma_positive
 from snakevi.module.zinb_zero_case import zinb_zero_case_sum
 
 #: Rates above this are clamped before Poisson sampling; torch's sampler misbehaves beyond it.
@@ -148,7 +149,7 @@ def _take(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 def _lgamma_at(theta: torch.Tensor, th: torch.Tensor, column: torch.Tensor) -> torch.Tensor:
     """``lgamma(theta)`` at the non-zero entries (``th``): of a gene-wise ``theta`` taken once per
     gene and gathered, so that its backward (``digamma``, a slow scalar kernel) runs per gene."""
-    return _take(torch.lgamma(theta), column) if theta.dim() == 1 else torch.lgamma(th)
+    return _take(lgamma_positive(theta), column) if theta.dim() == 1 else lgamma_positive(th)
 
 
 def _at(values: torch.Tensor, like: torch.Tensor, index: torch.Tensor, column: torch.Tensor) -> torch.Tensor:
@@ -166,7 +167,7 @@ def _count_terms(start, xv, mu_nz, log_theta_mu_nz, th, theta, column, eps: floa
     term = xv * (torch.log(mu_nz + eps) - log_theta_mu_nz)
     if start is not None:
         term = start + term
-    term = term + torch.lgamma(xv + th) - _lgamma_at(theta, th, column)
+    term = term + lgamma_positive(xv + th) - _lgamma_at(theta, th, column)
     return term - torch.lgamma(xv + 1) if with_count_constant else term
 
 

@@ -34,6 +34,13 @@ ENV_SWITCH = "SNAKEVI_NATIVE"
 ENV_CACHE = "SNAKEVI_NATIVE_CACHE"
 #: Seconds a compile may take before it counts as failed.
 COMPILE_TIMEOUT_S = 120
+#: The kernels are used while torch runs at most this many intra-op threads. Each runs in one
+#: thread; torch's own kernels share their work out among all of torch's threads, so with more
+#: of them they catch up (the ZINB zero case: at about 4, by a 2-thread measurement, 2026-12-07).
+#: Sharing a kernel's rows out among threads of our own did not pay: torch's OpenMP threads
+#: spin-wait on the same cores after each of its operations (0.83 against 0.78 ms with 2
+#: threads; 0.56-0.62 only with OMP_WAIT_POLICY=passive, which slows torch's kernels twofold).
+MAX_TORCH_THREADS = 2
 
 _SOURCES = Path(__file__).with_name("_native")
 _loaded: dict[str, ctypes.CDLL | None] = {}

@@ -29,14 +29,6 @@ from snakevi.module import native
 
 log = logging.getLogger(__name__)
 
-#: The kernel is used while torch runs at most this many intra-op threads. It runs in one thread;
-#: torch's own kernels share their work out among all of torch's threads, so with more of them
-#: they catch up (about 4 by a 2-thread measurement, 2026-12-07). Sharing the kernel's rows out
-#: among threads of our own did not pay: torch's OpenMP threads spin-wait on the same cores after
-#: each of its operations (0.83 against 0.78 ms with 2 threads; 0.56-0.62 only with
-#: OMP_WAIT_POLICY=passive, which slows torch's kernels twofold).
-MAX_TORCH_THREADS = 2
-
 
 class ZinbZeroCaseSum(torch.autograd.Function):
     """``sum_g softplus(p) - softplus(-pi)``, ``p = theta * log(theta / (theta + mu)) - pi``, with its
@@ -87,8 +79,8 @@ def _kernels():
 class NativeZinbZeroCaseSum(torch.autograd.Function):
     """:class:`ZinbZeroCaseSum` by the C kernel: float32 CPU ``mu`` and ``pi`` of one shape
     ``(cells, genes)``, ``theta`` of shape ``(genes,)``. The forward writes the gradients of
-    each entry along with the value (when any input wants a gradient); the backward only scales
-    them by each cell's incoming gradient."""
+    each entry along with the value (when any input wants a gradient), those of ``theta`` summed
+    over the cells; the backward only scales them by each cell's incoming gradient."""
 
     @staticmethod
     def forward(ctx, mu, theta, pi, eps: float):
@@ -103,20 +95,38 @@ class NativeZinbZeroCaseSum(torch.autograd.Function):
                        eps, value.data_ptr())
             return value
         theta_share_eps = theta / theta_eps
-        d_mu, d_pi, d_theta = (torch.empty(n_cells, n_genes, dtype=torch.float32) for _ in range(3))
+        d_mu, d_pi = (torch.empty(n_cells, n_genes, dtype=torch.float32) for _ in range(2))
+        d_theta_sum = torch.zeros(n_genes, dtype=torch.float32)
         with_gradients(n_cells, n_genes, mu.data_ptr(), theta.data_ptr(), log_theta_eps.data_ptr(),
                        theta_share_eps.data_ptr(), pi.data_ptr(), eps, value.data_ptr(), d_mu.data_ptr(),
-                       d_pi.data_ptr(), d_theta.data_ptr())
-        ctx.save_for_backward(d_mu, d_pi, d_theta)
+                       d_pi.data_ptr(), d_theta_sum.data_ptr())
+        ctx.save_for_backward(d_mu, d_pi, d_theta_sum, mu, theta, pi)
+        ctx.eps = eps
         return value
 
     @staticmethod
     def backward(ctx, grad):
-        d_mu, d_pi, d_theta = ctx.saved_tensors
+        d_mu, d_pi, d_theta_sum, mu, theta, pi = ctx.saved_tensors
         g = grad.unsqueeze(-1)
         want_mu, want_theta, want_pi = ctx.needs_input_grad[:3]
-        return (d_mu * g if want_mu else None, torch.mv(d_theta.t(), grad) if want_theta else None,
-                d_pi * g if want_pi else None, None)
+        grad_theta = None
+        if want_theta:
+            # A loss that averages over cells (scVI's) gives every cell the same weight: theta's
+            # gradient is then the kernel's sum, scaled. Other weights take the torch formula.
+            if grad.numel() == 0 or bool((grad == grad[0]).all()):
+                grad_theta = d_theta_sum * (grad[0] if grad.numel() else 0.0)
+            else:
+                grad_theta = _theta_gradient(mu, theta, pi, ctx.eps, g)
+        return d_mu * g if want_mu else None, grad_theta, d_pi * g if want_pi else None, None
+
+
+def _theta_gradient(mu, theta, pi, eps: float, g):
+    """``sum_cells g * d value / d theta`` of the zero case, by torch operations."""
+    theta_eps = theta + eps
+    denominator = mu + theta_eps
+    log_ratio = torch.log(theta_eps) - torch.log(denominator)
+    sigmoid_p = torch.sigmoid(theta * log_ratio - pi)
+    return (g * sigmoid_p * (log_ratio + theta / theta_eps - theta / denominator)).sum(0)
 
 
 _native_checked: bool | None = None  # None: not checked in this process yet
@@ -130,15 +140,15 @@ def _native_agrees() -> bool:
     mu = torch.rand(3, 37, generator=gen) * 20
     theta = torch.rand(37, generator=gen) * 10 + 1e-3
     pi = torch.randn(3, 37, generator=gen) * 8
-    weight = torch.rand(3, generator=gen)
-    results = []
+    results = {ZinbZeroCaseSum: [], NativeZinbZeroCaseSum: []}
     with torch.inference_mode(False), torch.enable_grad():  # also when first called while predicting
-        for function in (ZinbZeroCaseSum, NativeZinbZeroCaseSum):
-            inputs = [t.clone().requires_grad_() for t in (mu, theta, pi)]
-            value = function.apply(*inputs, 1e-8)
-            (value * weight).sum().backward()
-            results.append([value.detach(), *(t.grad for t in inputs)])
-    return all(torch.allclose(a, b, rtol=1e-5, atol=1e-5) for a, b in zip(*results))
+        for weight in (torch.rand(3, generator=gen), torch.full((3,), 1 / 3)):  # theta's two backward paths
+            for function, out in results.items():
+                inputs = [t.clone().requires_grad_() for t in (mu, theta, pi)]
+                value = function.apply(*inputs, 1e-8)
+                (value * weight).sum().backward()
+                out += [value.detach(), *(t.grad for t in inputs)]
+    return all(torch.allclose(a, b, rtol=1e-5, atol=1e-5) for a, b in zip(*results.values()))
 
 
 def native_available() -> bool:
@@ -155,13 +165,15 @@ def native_available() -> bool:
 
 
 def _fits_native(mu: torch.Tensor, theta: torch.Tensor, pi: torch.Tensor) -> bool:
-    return (torch.get_num_threads() <= MAX_TORCH_THREADS and mu.dim() == 2 and theta.dim() == 1 and pi.shape == mu.shape and theta.shape[0] == mu.shape[1]
+    return (torch.get_num_threads() <= native.MAX_TORCH_THREADS and mu.dim() == 2 and theta.dim() == 1
+            and pi.shape == mu.shape and theta.shape[0] == mu.shape[1]
             and all(t.dtype == torch.float32 and t.device.type == "cpu" for t in (mu, theta, pi)))
 
 
 def zinb_zero_case_sum(mu: torch.Tensor, theta: torch.Tensor, pi: torch.Tensor, eps: float) -> torch.Tensor:
     """``sum_g softplus(p) - softplus(-pi)`` per cell, by the C kernel where it applies (float32 CPU
-    tensors, gene-wise ``theta``, at most :data:`MAX_TORCH_THREADS` torch threads), else by torch."""
+    tensors, gene-wise ``theta``, at most :data:`~snakevi.module.native.MAX_TORCH_THREADS` torch
+    threads), else by torch."""
     if _fits_native(mu, theta, pi) and native.enabled() and native_available():
         return NativeZinbZeroCaseSum.apply(mu, theta, pi, eps)
     return ZinbZeroCaseSum.apply(mu, theta, pi, eps)

@@ -6,7 +6,8 @@
  *   value[b]   = sum_g softplus(p) - softplus(-pi)
  *   d_mu       = -sigmoid(p) * theta / (theta + mu + eps)
  *   d_pi       = sigmoid(-pi) - sigmoid(p)
- *   d_theta    = sigmoid(p) * (log(theta+eps) - log(theta+mu+eps) + theta/(theta+eps) - theta/(theta+mu+eps))
+ *   d_theta    = sigmoid(p) * (log(theta+eps) - log(theta+mu+eps) + theta/(theta+eps) - theta/(theta+mu+eps)),
+ *                summed over the cells (theta is gene-wise), row after row
  *
  * Plain C, no torch headers, so it compiles in a fraction of a second. The math functions are
  * declared with glibc's vector variants (libmvec), so that gcc turns the loop over genes into
@@ -28,14 +29,15 @@ float fabsf(float);
 /* max(x, 0), and 0 for a NaN (whose softplus then is NaN through the exp term) */
 static inline float positive_part(float x) { return x > 0.f ? x : 0.f; }
 
-/* log(theta + eps) and theta / (theta + eps) depend on the gene only: the caller passes them. */
+/* log(theta + eps) and theta / (theta + eps) depend on the gene only: the caller passes them.
+ * d_theta_sum must hold zeros: each row adds its d_theta to it. */
 void zinb_zero_case_rows(int64_t n_rows, int64_t n_genes, const float *mu, const float *theta,
                          const float *log_theta_eps, const float *theta_share_eps, const float *pi,
-                         float eps, float *value, float *d_mu, float *d_pi, float *d_theta)
+                         float eps, float *value, float *d_mu, float *d_pi, float *d_theta_sum)
 {
     for (int64_t b = 0; b < n_rows; ++b) {
         const float *m = mu + b * n_genes, *q = pi + b * n_genes;
-        float *om = d_mu + b * n_genes, *op = d_pi + b * n_genes, *ot = d_theta + b * n_genes;
+        float *om = d_mu + b * n_genes, *op = d_pi + b * n_genes;
         float sum = 0.f;
 #pragma omp simd reduction(+ : sum)
         for (int64_t g = 0; g < n_genes; ++g) {
@@ -51,7 +53,7 @@ void zinb_zero_case_rows(int64_t n_rows, int64_t n_genes, const float *mu, const
             float share = th / denominator;
             om[g] = -sigmoid_p * share;
             op[g] = sigmoid_minus_pi - sigmoid_p;
-            ot[g] = sigmoid_p * (log_ratio + theta_share_eps[g] - share);
+            d_theta_sum[g] += sigmoid_p * (log_ratio + theta_share_eps[g] - share);
         }
         value[b] = sum;
     }
