@@ -68,9 +68,9 @@ def test_torch_runs_where_the_kernel_does_not_apply(monkeypatch):
 
 @needs_compiler
 def test_a_kernel_that_disagrees_is_not_used(monkeypatch, caplog):
-    monkeypatch.setattr(special, "_checked", None)
+    monkeypatch.setattr(native, "_checked", {})
     monkeypatch.setattr(special, "_agrees", lambda: False)
-    with caplog.at_level("WARNING", logger=special.__name__):
+    with caplog.at_level("WARNING", logger=native.__name__):
         assert not special.native_available()
     assert "disagrees" in caplog.text
     z = torch.rand(10).requires_grad_()

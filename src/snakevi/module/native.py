@@ -23,8 +23,9 @@ import platform
 import shlex
 import subprocess
 import sysconfig
-import tempfile
 from pathlib import Path
+
+from snakevi._atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ MAX_TORCH_THREADS = 2
 
 _SOURCES = Path(__file__).with_name("_native")
 _loaded: dict[str, ctypes.CDLL | None] = {}
+_checked: dict[str, bool] = {}
 
 
 def enabled() -> bool:
@@ -113,26 +115,23 @@ def library_path(name: str) -> Path | None:
     return cache_dir() / f"{name}-{key.hexdigest()[:20]}.so"
 
 
+class _BuildFailed(Exception):
+    pass
+
+
 def _build(name: str, target: Path) -> bool:
-    """Compile ``_native/<name>.c`` to ``target`` (atomically: a temporary file, then a rename)."""
+    """Compile ``_native/<name>.c`` to ``target``, through a temporary file renamed onto it."""
     flags, libs = _flags()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}-", suffix=".so.tmp", dir=target.parent)
-    os.close(fd)
     try:
-        command = [*_compiler(), *flags, str(_SOURCES / f"{name}.c"), "-o", tmp, *libs]
-        done = subprocess.run(command, capture_output=True, text=True, timeout=COMPILE_TIMEOUT_S)
-        if done.returncode != 0:
-            log.info("Native kernel %s not built (%s): %s", name, shlex.join(command), done.stderr.strip()[-2000:])
-            return False
-        os.replace(tmp, target)  # a concurrent build of the same key writes the same bytes
-        return True
-    except (OSError, subprocess.SubprocessError) as err:
+        with atomic_path(target) as tmp:
+            command = [*_compiler(), *flags, str(_SOURCES / f"{name}.c"), "-o", str(tmp), *libs]
+            done = subprocess.run(command, capture_output=True, text=True, timeout=COMPILE_TIMEOUT_S)
+            if done.returncode != 0:
+                raise _BuildFailed(f"{shlex.join(command)}: {done.stderr.strip()[-2000:]}")
+        return True  # a concurrent build of the same key renames the same bytes onto it
+    except (_BuildFailed, OSError, subprocess.SubprocessError) as err:
         log.info("Native kernel %s not built: %s", name, err)
         return False
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def load(name: str) -> ctypes.CDLL | None:
@@ -154,3 +153,27 @@ def load(name: str) -> ctypes.CDLL | None:
         library = None
     _loaded[name] = library
     return library
+
+
+def available(name: str, agrees) -> bool:
+    """Whether the library of ``_native/<name>.c`` may be used: enabled, built, loaded, and
+    ``agrees()`` (its caller's comparison with the torch code) was true. The comparison runs once
+    per process and name, a disagreement is logged as a warning."""
+    if not enabled():
+        return False
+    if name not in _checked:
+        loaded = load(name) is not None
+        _checked[name] = loaded and bool(agrees())
+        if loaded and not _checked[name]:
+            log.warning("The native kernel %s disagrees with the torch code on this machine; the torch code is "
+                        "used (set %s=0 to skip the native kernels).", name, ENV_SWITCH)
+    return _checked[name]
+
+
+def fits(*tensors) -> bool:
+    """Whether the kernels apply to ``tensors``: float32 on the CPU, torch at most
+    :data:`MAX_TORCH_THREADS` threads."""
+    import torch  # here: the rest of this module needs no torch
+
+    return torch.get_num_threads() <= MAX_TORCH_THREADS and all(
+        t.dtype == torch.float32 and t.device.type == "cpu" for t in tensors)

@@ -12,14 +12,10 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import logging
 
 import torch
 
 from snakevi.module import native
-
-log = logging.getLogger(__name__)
-
 
 @functools.lru_cache(maxsize=1)
 def _kernel():
@@ -40,9 +36,6 @@ def _native_digamma(z: torch.Tensor) -> torch.Tensor:
     return out
 
 
-_checked: bool | None = None  # None: not checked in this process yet
-
-
 def _agrees() -> bool:
     """Whether the C digamma gives torch's values (to float32 round-off) from 1e-6 to 1e8."""
     z = torch.logspace(-6, 8, 301, dtype=torch.float64)
@@ -53,18 +46,7 @@ def _agrees() -> bool:
 
 def native_available() -> bool:
     """Whether the C digamma is built, loaded and checked in this process."""
-    global _checked
-    if _checked is None:
-        _checked = _kernel() is not None and _agrees()
-        if not _checked and _kernel() is not None:
-            log.warning("The native digamma disagrees with torch's on this machine; torch's is used "
-                        "(set %s=0 to skip the native kernels).", native.ENV_SWITCH)
-    return _checked
-
-
-def _fits_native(z: torch.Tensor) -> bool:
-    return (z.dtype == torch.float32 and z.device.type == "cpu"
-            and torch.get_num_threads() <= native.MAX_TORCH_THREADS and native.enabled() and native_available())
+    return native.available("special", lambda: _kernel() is not None and _agrees())
 
 
 class _LgammaPositive(torch.autograd.Function):
@@ -84,6 +66,6 @@ class _LgammaPositive(torch.autograd.Function):
 def lgamma_positive(z: torch.Tensor) -> torch.Tensor:
     """``torch.lgamma(z)`` for ``z > 0``: the same values; on the CPU in float32 its gradient by
     the C ``digamma`` (see the module's docstring)."""
-    if z.requires_grad and _fits_native(z):
+    if z.requires_grad and native.fits(z) and native_available():
         return _LgammaPositive.apply(z)
     return torch.lgamma(z)

@@ -20,15 +20,11 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import logging
 
 import torch
 import torch.nn.functional as F
 
 from snakevi.module import native
-
-log = logging.getLogger(__name__)
-
 
 class ZinbZeroCaseSum(torch.autograd.Function):
     """``sum_g softplus(p) - softplus(-pi)``, ``p = theta * log(theta / (theta + mu)) - pi``, with its
@@ -129,9 +125,6 @@ def _theta_gradient(mu, theta, pi, eps: float, g):
     return (g * sigmoid_p * (log_ratio + theta / theta_eps - theta / denominator)).sum(0)
 
 
-_native_checked: bool | None = None  # None: not checked in this process yet
-
-
 def _native_agrees() -> bool:
     """Whether the C kernel gives the torch implementation's value and gradients (to float32
     round-off) on a small fixed example: a guard against an odd compiler or C library, run once
@@ -153,27 +146,18 @@ def _native_agrees() -> bool:
 
 def native_available() -> bool:
     """Whether :class:`NativeZinbZeroCaseSum` is built, loaded and checked in this process."""
-    global _native_checked
-    if _native_checked is None:
-        _native_checked = _kernels() is not None and _native_agrees()
-        if _native_checked:
-            log.debug("The ZINB zero case runs in its native kernel.")
-        elif native.load("zinb_zero_case") is not None:
-            log.warning("The native ZINB kernel disagrees with the torch implementation on this machine; "
-                        "the torch implementation is used (set %s=0 to skip the kernel).", native.ENV_SWITCH)
-    return _native_checked
+    return native.available("zinb_zero_case", lambda: _kernels() is not None and _native_agrees())
 
 
 def _fits_native(mu: torch.Tensor, theta: torch.Tensor, pi: torch.Tensor) -> bool:
-    return (torch.get_num_threads() <= native.MAX_TORCH_THREADS and mu.dim() == 2 and theta.dim() == 1
-            and pi.shape == mu.shape and theta.shape[0] == mu.shape[1]
-            and all(t.dtype == torch.float32 and t.device.type == "cpu" for t in (mu, theta, pi)))
+    return (mu.dim() == 2 and theta.dim() == 1 and pi.shape == mu.shape and theta.shape[0] == mu.shape[1]
+            and native.fits(mu, theta, pi))
 
 
 def zinb_zero_case_sum(mu: torch.Tensor, theta: torch.Tensor, pi: torch.Tensor, eps: float) -> torch.Tensor:
     """``sum_g softplus(p) - softplus(-pi)`` per cell, by the C kernel where it applies (float32 CPU
     tensors, gene-wise ``theta``, at most :data:`~snakevi.module.native.MAX_TORCH_THREADS` torch
     threads), else by torch."""
-    if _fits_native(mu, theta, pi) and native.enabled() and native_available():
+    if _fits_native(mu, theta, pi) and native_available():
         return NativeZinbZeroCaseSum.apply(mu, theta, pi, eps)
     return ZinbZeroCaseSum.apply(mu, theta, pi, eps)
